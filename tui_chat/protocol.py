@@ -1,0 +1,242 @@
+"""Wire protocol v1, shared by the server and the client engine.
+
+Every frame is a JSON text frame holding one object whose ``"type"`` field names
+the frame. Client and server frames are two separate tagged unions: ``history``
+is both a client request and a server reply, with different fields.
+
+Unknown fields are ignored on decode so that either side may add optional
+fields without breaking older peers; unknown ``type`` values are errors.
+See ``docs/protocol.md`` for examples of every frame and every code.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Final
+
+import msgspec
+
+PROTOCOL_VERSION: Final = 1
+
+# Bounded so a hostile peer cannot make us hold huge integers or strings.
+MAX_SEQ: Final = 2**53 - 1
+CLIENT_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+USER_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
+
+ClientId = Annotated[str, msgspec.Meta(pattern=CLIENT_ID_RE.pattern)]
+UserName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+ConvId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
+PositiveSeq = Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
+Limit = Annotated[int, msgspec.Meta(ge=1, le=500)]
+# Milliseconds since the Unix epoch, UTC.
+Millis = int
+
+
+class _Frame(msgspec.Struct, tag_field="type", omit_defaults=False, frozen=True):
+    pass
+
+
+# ---------------------------------------------------------------- client → server
+
+
+class Hello(_Frame, tag="hello"):
+    v: int
+    user: UserName
+    token: Annotated[str, msgspec.Meta(max_length=256)]
+    cursors: dict[ConvId, Seq] = {}
+
+
+class Send(_Frame, tag="send"):
+    client_id: ClientId
+    to: UserName
+    body: str
+
+
+class HistoryRequest(_Frame, tag="history"):
+    conv: ConvId
+    # Messages with seq < before, newest first up to ``limit``; None = from the newest.
+    before: PositiveSeq | None = None
+    limit: Limit = 100
+    # Optional lower bound (exclusive) so a client can fetch exactly a gap.
+    after: Seq | None = None
+
+
+class Read(_Frame, tag="read"):
+    conv: ConvId
+    seq: Seq
+
+
+ClientFrame = Hello | Send | HistoryRequest | Read
+
+# ---------------------------------------------------------------- server → client
+
+
+class Welcome(_Frame, tag="welcome"):
+    v: int
+    user: str
+    epoch: str
+    server_time: Millis
+    # Limits the client should know about; optional for forward compatibility.
+    max_body: int = 4000
+
+
+class Message(_Frame, tag="message"):
+    conv: str
+    seq: int
+    sender: str
+    to: str
+    client_id: str
+    body: str
+    ts: Millis
+
+
+class Synced(_Frame, tag="synced"):
+    cursors: dict[str, int]
+
+
+class Ack(_Frame, tag="ack"):
+    client_id: str
+    conv: str
+    seq: int
+    ts: Millis
+    duplicate: bool = False
+
+
+class Reject(_Frame, tag="reject"):
+    client_id: str
+    code: str
+    reason: str
+    retryable: bool
+    # Seconds the client should wait before retrying (for retryable rejects).
+    retry_after: float | None = None
+
+
+class HistoryMessage(msgspec.Struct, frozen=True):
+    """A stored message inside a ``history`` reply (same fields as ``message``)."""
+
+    conv: str
+    seq: int
+    sender: str
+    to: str
+    client_id: str
+    body: str
+    ts: Millis
+
+
+class HistoryPage(_Frame, tag="history"):
+    conv: str
+    # Ascending seq order.
+    messages: list[HistoryMessage]
+    # True when no older message exists below the oldest one returned.
+    complete: bool
+    before: int | None = None
+    after: int | None = None
+
+
+class Receipt(_Frame, tag="receipt"):
+    conv: str
+    user: str
+    read_seq: int
+
+
+class Error(_Frame, tag="error"):
+    code: str
+    reason: str
+
+
+ServerFrame = Welcome | Message | Synced | Ack | Reject | HistoryPage | Receipt | Error
+
+
+class ErrorCode:
+    """Codes used in ``error`` frames and in ``reject`` frames."""
+
+    # error
+    BAD_JSON: Final = "bad_json"
+    BAD_FRAME: Final = "bad_frame"
+    UNKNOWN_TYPE: Final = "unknown_type"
+    NOT_AUTHENTICATED: Final = "not_authenticated"
+    ALREADY_AUTHENTICATED: Final = "already_authenticated"
+    NOT_MEMBER: Final = "not_member"
+    RATE_LIMITED: Final = "rate_limited"
+    INTERNAL: Final = "internal"
+    # reject
+    UNKNOWN_PEER: Final = "unknown_peer"
+    TOO_LONG: Final = "too_long"
+    EMPTY_BODY: Final = "empty_body"
+    UNAVAILABLE: Final = "unavailable"
+
+
+class CloseCode:
+    """WebSocket close codes the server uses, and whether a client may reconnect."""
+
+    NORMAL: Final = 1000
+    GOING_AWAY: Final = 1001
+    MESSAGE_TOO_BIG: Final = 1009
+    SERVICE_RESTART: Final = 1012
+    BAD_HELLO: Final = 4400  # first frame not a valid hello, or wrong version: fatal
+    AUTH_FAILED: Final = 4401  # bad user or token: fatal, do not retry
+    HELLO_TIMEOUT: Final = 4408  # no hello in time: reconnect
+    TOO_SLOW: Final = 4409  # outgoing queue overflowed: reconnect and resume from cursors
+    AUTH_THROTTLED: Final = 4429  # too many failed logins: wait, then retry
+
+    FATAL: Final = frozenset({BAD_HELLO, AUTH_FAILED})
+
+
+# Encoders/decoders are module singletons: building them is the expensive part.
+_encoder = msgspec.json.Encoder()
+client_decoder: Final = msgspec.json.Decoder(ClientFrame)
+server_decoder: Final = msgspec.json.Decoder(ServerFrame)
+
+
+def encode(frame: _Frame) -> bytes:
+    return _encoder.encode(frame)
+
+
+class FrameError(Exception):
+    """A frame that could not be decoded; ``code`` is an :class:`ErrorCode`."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+_KNOWN_CLIENT_TYPES: Final = frozenset({"hello", "send", "history", "read"})
+_KNOWN_SERVER_TYPES: Final = frozenset(
+    {"welcome", "message", "synced", "ack", "reject", "history", "receipt", "error"}
+)
+
+
+def _classify(data: bytes | str, exc: msgspec.DecodeError, known: frozenset[str]) -> FrameError:
+    """Turn msgspec's error into a protocol code: bad JSON vs. unknown type vs. bad fields."""
+    if not isinstance(exc, msgspec.ValidationError):
+        return FrameError(ErrorCode.BAD_JSON, f"malformed JSON: {exc}")
+    try:
+        raw = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return FrameError(ErrorCode.BAD_JSON, f"malformed JSON: {exc}")
+    if isinstance(raw, dict):
+        kind = raw.get("type")
+        if isinstance(kind, str) and kind not in known:
+            return FrameError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind[:40]!r}")
+    return FrameError(ErrorCode.BAD_FRAME, str(exc))
+
+
+def decode_client(data: bytes | str) -> ClientFrame:
+    try:
+        return client_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise _classify(data, exc, _KNOWN_CLIENT_TYPES) from None
+
+
+def decode_server(data: bytes | str) -> ServerFrame:
+    try:
+        return server_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise _classify(data, exc, _KNOWN_SERVER_TYPES) from None
+
+
+def direct_conv_members(a: str, b: str) -> tuple[str, str]:
+    """The canonical (sorted) member pair of a direct conversation."""
+    return (a, b) if a <= b else (b, a)
