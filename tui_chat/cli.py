@@ -6,7 +6,10 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("tui-chat: the client is not built yet; run `tui-chat-server` for the server.", file=sys.stderr)
+    print(
+        "tui-chat: the client is not built yet; run `tui-chat-server` for the server.",
+        file=sys.stderr,
+    )
     return 1
 
 

@@ -33,7 +33,7 @@ Limit = Annotated[int, msgspec.Meta(ge=1, le=500)]
 Millis = int
 
 
-class _Frame(msgspec.Struct, tag_field="type", omit_defaults=False, frozen=True):
+class _Frame(msgspec.Struct, tag_field="type"):
     pass
 
 
@@ -112,7 +112,7 @@ class Reject(_Frame, tag="reject"):
     retry_after: float | None = None
 
 
-class HistoryMessage(msgspec.Struct, frozen=True):
+class HistoryMessage(msgspec.Struct):
     """A stored message inside a ``history`` reply (same fields as ``message``)."""
 
     conv: str
@@ -185,8 +185,8 @@ class CloseCode:
 
 # Encoders/decoders are module singletons: building them is the expensive part.
 _encoder = msgspec.json.Encoder()
-client_decoder: Final = msgspec.json.Decoder(ClientFrame)
-server_decoder: Final = msgspec.json.Decoder(ServerFrame)
+client_decoder: Final[msgspec.json.Decoder[ClientFrame]] = msgspec.json.Decoder(ClientFrame)
+server_decoder: Final[msgspec.json.Decoder[ServerFrame]] = msgspec.json.Decoder(ServerFrame)
 
 
 def encode(frame: _Frame) -> bytes:
@@ -225,14 +225,16 @@ def _classify(data: bytes | str, exc: msgspec.DecodeError, known: frozenset[str]
 
 def decode_client(data: bytes | str) -> ClientFrame:
     try:
-        return client_decoder.decode(data)
+        frame: ClientFrame = client_decoder.decode(data)
+        return frame
     except msgspec.DecodeError as exc:
         raise _classify(data, exc, _KNOWN_CLIENT_TYPES) from None
 
 
 def decode_server(data: bytes | str) -> ServerFrame:
     try:
-        return server_decoder.decode(data)
+        frame: ServerFrame = server_decoder.decode(data)
+        return frame
     except msgspec.DecodeError as exc:
         raise _classify(data, exc, _KNOWN_SERVER_TYPES) from None
 

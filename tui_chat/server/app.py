@@ -1,0 +1,435 @@
+"""The reference chat server: websockets in front, the writer and SQLite behind."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import functools
+import logging
+import sqlite3
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from tui_chat.protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    CloseCode,
+    Error,
+    ErrorCode,
+    FrameError,
+    Hello,
+    HistoryMessage,
+    HistoryPage,
+    HistoryRequest,
+    Message,
+    Read,
+    Receipt,
+    Reject,
+    Send,
+    Synced,
+    Welcome,
+    decode_client,
+    encode,
+)
+from tui_chat.server import db
+from tui_chat.server.config import ServerConfig
+from tui_chat.server.session import Session, TokenBucket
+from tui_chat.server.writer import (
+    Outcome,
+    ReadRequest,
+    ReadStored,
+    Refused,
+    Request,
+    SendRequest,
+    Stored,
+    Writer,
+)
+
+log = logging.getLogger(__name__)
+
+REPLAY_PAGE = 1000
+T = TypeVar("T")
+
+
+class _Readers:
+    """Read-only connections, one per worker thread (WAL lets them read during commits)."""
+
+    def __init__(self, path: Path, workers: int = 2) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, "tui-chat-reader")
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = db.connect(self._path)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(self._conn()))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+
+
+class ChatServer:
+    def __init__(self, db_path: Path, config: ServerConfig | None = None) -> None:
+        self.db_path = db_path
+        self.config = config or ServerConfig()
+        self.epoch = ""
+        self.port = 0
+        self._sessions: dict[str, set[Session]] = collections.defaultdict(set)
+        self._server: Server | None = None
+        self._writer: Writer | None = None
+        self._readers: _Readers | None = None
+        self._auth_failures: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque
+        )
+        self._stopped = asyncio.Event()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
+    ) -> None:
+        conn, self.epoch = db.open_db(self.db_path, synchronous=self.config.durability.synchronous)
+        conn.close()
+        loop = asyncio.get_running_loop()
+        dur = self.config.durability
+        self._writer = Writer(
+            self.db_path,
+            loop,
+            self._on_batch,
+            synchronous=dur.synchronous,
+            linger_s=dur.group_commit_ms / 1000,
+            max_batch=dur.max_batch,
+        )
+        self._writer.start()
+        self._readers = _Readers(self.db_path)
+        ka = self.config.keepalive
+        self._server = await serve(
+            self._handle,
+            host,
+            port,
+            ssl=tls,
+            max_size=self.config.limits.max_frame,
+            ping_interval=ka.ping_interval,
+            ping_timeout=ka.ping_timeout,
+            compression=None,
+            close_timeout=2,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        """Stop accepting, tell clients to come back (1012), commit what is queued."""
+        if self._server is None:
+            return
+        self._server.close(close_connections=False)
+        sessions = [s for group in self._sessions.values() for s in group]
+        await asyncio.gather(
+            *(s.ws.close(CloseCode.SERVICE_RESTART, "server restart") for s in sessions),
+            return_exceptions=True,
+        )
+        await self._server.wait_closed()
+        if self._writer is not None:
+            await self._writer.stop()
+        if self._readers is not None:
+            self._readers.close()
+        self._server = None
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def connection_count(self) -> int:
+        return sum(len(group) for group in self._sessions.values())
+
+    # ------------------------------------------------------------ connection
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        session = await self._authenticate(ws)
+        if session is None:
+            return
+        try:
+            await self._replay(session)
+            session.start_sending()
+            await self._receive(session)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._sessions[session.user].discard(session)
+            if not self._sessions[session.user]:
+                del self._sessions[session.user]
+            await session.stop()
+
+    async def _authenticate(self, ws: ServerConnection) -> Session | None:
+        limits = self.config.limits
+        try:
+            raw = await asyncio.wait_for(ws.recv(), limits.hello_timeout)
+        except TimeoutError:
+            await ws.close(CloseCode.HELLO_TIMEOUT, f"no hello within {limits.hello_timeout:g} s")
+            return None
+        except ConnectionClosed:
+            return None
+        try:
+            frame = decode_client(raw)
+        except FrameError as exc:
+            await self._fail(ws, exc.code, f"first frame must be hello: {exc.reason}")
+            return None
+        if not isinstance(frame, Hello):
+            await self._fail(ws, ErrorCode.NOT_AUTHENTICATED, "first frame must be hello")
+            return None
+        if frame.v != PROTOCOL_VERSION:
+            await self._fail(
+                ws, "unsupported_version", f"protocol v{frame.v} not supported; use v1"
+            )
+            return None
+        if self._throttled(frame.user):
+            await self._send_error(ws, "auth_throttled", "too many failed logins; try later")
+            await ws.close(CloseCode.AUTH_THROTTLED, "too many failed logins")
+            return None
+        assert self._readers is not None
+        user, token = frame.user, frame.token
+        ok = await self._readers.run(lambda c: db.check_token(c, user, token))
+        if not ok:
+            self._auth_failures[user].append(time.monotonic())
+            await self._send_error(ws, "auth_failed", "unknown user or wrong token")
+            await ws.close(CloseCode.AUTH_FAILED, "unknown user or wrong token")
+            return None
+        self._auth_failures.pop(user, None)
+        session = Session(ws, user, limits.max_outgoing)
+        session.replayed = dict(frame.cursors)
+        # Registered before the replay snapshot is read: anything committed
+        # later is queued, anything earlier is in the snapshot; the overlap is
+        # filtered by seq in the session's sender.
+        self._sessions[user].add(session)
+        welcome = Welcome(
+            v=PROTOCOL_VERSION,
+            user=user,
+            epoch=self.epoch,
+            server_time=db.now_ms(),
+            max_body=limits.max_body,
+        )
+        await ws.send(encode(welcome), text=True)
+        return session
+
+    def _throttled(self, user: str) -> bool:
+        limits = self.config.limits
+        failures = self._auth_failures.get(user)
+        if not failures:
+            return False
+        horizon = time.monotonic() - limits.auth_window
+        while failures and failures[0] < horizon:
+            failures.popleft()
+        return len(failures) >= limits.auth_failures
+
+    async def _fail(self, ws: ServerConnection, code: str, reason: str) -> None:
+        await self._send_error(ws, code, reason)
+        await ws.close(CloseCode.BAD_HELLO, reason[:100])
+
+    @staticmethod
+    async def _send_error(ws: ServerConnection, code: str, reason: str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(encode(Error(code=code, reason=reason)), text=True)
+
+    async def _replay(self, session: Session) -> None:
+        assert self._readers is not None
+        user = session.user
+        convs = await self._readers.run(lambda c: db.conversations_of(c, user))
+        cursors: dict[str, int] = {}
+        for conv, last_seq in convs.items():
+            after = min(session.replayed.get(conv, 0), last_seq)
+            while after < last_seq:
+                page = await self._readers.run(
+                    functools.partial(db.messages_after, conv=conv, after=after, limit=REPLAY_PAGE)
+                )
+                if not page:
+                    break
+                for m in page:
+                    frame = Message(m.conv, m.seq, m.sender, m.to, m.client_id, m.body, m.ts)
+                    await session.ws.send(encode(frame), text=True)
+                after = page[-1].seq
+            cursors[conv] = after
+        # Cursors for conversations the user is not in are dropped, not echoed.
+        session.replayed = dict(cursors)
+        await session.ws.send(encode(Synced(cursors=cursors)), text=True)
+
+    async def _receive(self, session: Session) -> None:
+        limits = self.config.limits
+        bucket = TokenBucket(limits.rate, limits.burst)
+        async for raw in session.ws:
+            wait = bucket.take()
+            try:
+                frame = decode_client(raw)
+            except FrameError as exc:
+                session.push(encode(Error(code=exc.code, reason=exc.reason)))
+                continue
+            if isinstance(frame, Send):
+                if wait:
+                    self._reject(
+                        session,
+                        frame.client_id,
+                        ErrorCode.RATE_LIMITED,
+                        "sending too fast",
+                        True,
+                        retry_after=round(wait, 3),
+                    )
+                else:
+                    self._on_send(session, frame)
+            elif wait:
+                session.push(encode(Error(code=ErrorCode.RATE_LIMITED, reason="too many frames")))
+            elif isinstance(frame, HistoryRequest):
+                await self._on_history(session, frame)
+            elif isinstance(frame, Read):
+                self._on_read(session, frame)
+            else:
+                session.push(
+                    encode(
+                        Error(
+                            code=ErrorCode.ALREADY_AUTHENTICATED,
+                            reason="hello was already accepted",
+                        )
+                    )
+                )
+
+    # ------------------------------------------------------------ frames
+
+    def _reject(
+        self,
+        session: Session,
+        client_id: str,
+        code: str,
+        reason: str,
+        retryable: bool,
+        retry_after: float | None = None,
+    ) -> None:
+        session.push(encode(Reject(client_id, code, reason, retryable, retry_after)))
+
+    def _on_send(self, session: Session, frame: Send) -> None:
+        limits = self.config.limits
+        assert self._writer is not None
+        if len(frame.body) > limits.max_body:
+            self._reject(
+                session,
+                frame.client_id,
+                ErrorCode.TOO_LONG,
+                f"message is {len(frame.body)} characters; the limit is {limits.max_body}",
+                False,
+            )
+        elif not frame.body.strip():
+            self._reject(session, frame.client_id, ErrorCode.EMPTY_BODY, "message is empty", False)
+        elif self._writer.pending >= limits.max_pending_writes:
+            self._reject(
+                session,
+                frame.client_id,
+                ErrorCode.UNAVAILABLE,
+                "server is busy",
+                True,
+                retry_after=1.0,
+            )
+        else:
+            self._writer.submit(
+                SendRequest(session.user, frame.to, frame.client_id, frame.body, session)
+            )
+
+    def _on_read(self, session: Session, frame: Read) -> None:
+        assert self._writer is not None
+        self._writer.submit(ReadRequest(session.user, frame.conv, frame.seq, session))
+
+    async def _on_history(self, session: Session, frame: HistoryRequest) -> None:
+        assert self._readers is not None
+        user = session.user
+
+        def query(c: sqlite3.Connection) -> list[HistoryMessage] | None:
+            if not db.is_member(c, frame.conv, user):
+                return None
+            return db.messages_before(c, frame.conv, frame.before, frame.after or 0, frame.limit)
+
+        messages = await self._readers.run(query)
+        if messages is None:
+            session.push(
+                encode(
+                    Error(code=ErrorCode.NOT_MEMBER, reason="no such conversation for this user")
+                )
+            )
+            return
+        floor = frame.after or 0
+        complete = not messages or messages[0].seq <= floor + 1
+        session.push(encode(HistoryPage(frame.conv, messages, complete, frame.before, frame.after)))
+
+    # ------------------------------------------------------------ fan-out
+
+    def _on_batch(self, results: list[tuple[Request, Outcome]]) -> None:
+        for req, outcome in results:
+            origin = req.origin
+            assert isinstance(origin, Session)
+            if isinstance(outcome, Stored):
+                origin.push(
+                    encode(
+                        Ack(
+                            outcome.client_id,
+                            outcome.conv,
+                            outcome.seq,
+                            outcome.ts,
+                            outcome.duplicate,
+                        )
+                    )
+                )
+                if not outcome.duplicate:
+                    data = encode(
+                        Message(
+                            outcome.conv,
+                            outcome.seq,
+                            outcome.sender,
+                            outcome.to,
+                            outcome.client_id,
+                            outcome.body,
+                            outcome.ts,
+                        )
+                    )
+                    self._fan_out({outcome.sender, outcome.to}, data, outcome.conv, outcome.seq)
+            elif isinstance(outcome, Refused):
+                if isinstance(req, SendRequest):
+                    self._reject(
+                        origin, req.client_id, outcome.code, outcome.reason, outcome.retryable
+                    )
+                else:
+                    origin.push(encode(Error(code=outcome.code, reason=outcome.reason)))
+            elif isinstance(outcome, ReadStored):
+                data = encode(Receipt(outcome.conv, outcome.user, outcome.read_seq))
+                self._fan_out(set(outcome.members), data, None, 0)
+
+    def _fan_out(self, users: set[str], data: bytes, conv: str | None, seq: int) -> None:
+        for user in users:
+            for session in self._sessions.get(user, ()):
+                session.push(data, conv, seq)
+
+
+def load_tls(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+    if certfile is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certfile, keyfile)
+    return context

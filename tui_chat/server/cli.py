@@ -1,0 +1,155 @@
+"""``tui-chat-server``: run the reference server and manage its accounts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sqlite3
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tui_chat import __version__
+from tui_chat.configfile import ConfigError
+from tui_chat.server import config as server_config
+from tui_chat.server import db
+from tui_chat.server.app import ChatServer, load_tls
+
+
+def _add_db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help=f"SQLite database file (default: {server_config.default_db_path()})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tui-chat-server", description="The tui-chat reference server."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the server")
+    _add_db_arg(serve)
+    serve.add_argument("--config", type=Path, help="server.toml with limits and settings")
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8765; 0 = any free)")
+    serve.add_argument("--certfile", help="TLS certificate (PEM) to serve wss://")
+    serve.add_argument("--keyfile", help="TLS private key (PEM)")
+    serve.add_argument("-v", "--verbose", action="store_true", help="log each connection")
+
+    add = sub.add_parser("add-user", help="create a user and print its token once")
+    add.add_argument("name")
+    _add_db_arg(add)
+    lst = sub.add_parser("list-users", help="list users")
+    _add_db_arg(lst)
+    rm = sub.add_parser("remove-user", help="remove a user (their messages stay)")
+    rm.add_argument("name")
+    _add_db_arg(rm)
+    rv = sub.add_parser("revoke-token", help="replace a user's token and print the new one")
+    rv.add_argument("name")
+    _add_db_arg(rv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        return _admin(args)
+    except (ConfigError, db.UserError) as exc:
+        print(f"tui-chat-server: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as exc:
+        print(f"tui-chat-server: database {args.db}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _db_path(arg: Path | None, cfg: server_config.ServerConfig | None = None) -> Path:
+    if arg is not None:
+        return arg
+    if cfg is not None and cfg.server.db:
+        return Path(cfg.server.db).expanduser()
+    return server_config.default_db_path()
+
+
+def _admin(args: argparse.Namespace) -> int:
+    path = _db_path(args.db)
+    conn, _ = db.open_db(path)
+    try:
+        if args.command == "add-user":
+            token = db.add_user(conn, args.name)
+            print(f"created user {args.name!r}; token (shown once, keep it secret):")
+            print(token)
+        elif args.command == "revoke-token":
+            token = db.revoke_token(conn, args.name)
+            print(f"new token for {args.name!r} (the old one no longer works):")
+            print(token)
+        elif args.command == "remove-user":
+            db.remove_user(conn, args.name)
+            print(f"removed user {args.name!r}")
+        elif args.command == "list-users":
+            users = db.list_users(conn)
+            if not users:
+                print(f"no users in {path}; add one with: tui-chat-server add-user NAME")
+            for u in users:
+                created = datetime.fromtimestamp(u.created_at / 1000, UTC)
+                print(f"{u.name}\t{created:%Y-%m-%d %H:%M:%S} UTC")
+    finally:
+        conn.close()
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    cfg = server_config.load(args.config) if args.config else server_config.ServerConfig()
+    host = args.host or cfg.server.host
+    port = args.port if args.port is not None else cfg.server.port
+    certfile = args.certfile or cfg.server.certfile
+    keyfile = args.keyfile or cfg.server.keyfile
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        tls = load_tls(certfile, keyfile)
+    except (OSError, ValueError) as exc:
+        print(f"tui-chat-server: cannot load TLS certificate {certfile}: {exc}", file=sys.stderr)
+        return 2
+    server = ChatServer(_db_path(args.db, cfg), cfg)
+    return asyncio.run(_run(server, host, port, tls))
+
+
+async def _run(server: ChatServer, host: str, port: int, tls: object) -> int:
+    import ssl
+
+    try:
+        await server.start(host, port, tls if isinstance(tls, ssl.SSLContext) else None)
+    except OSError as exc:
+        print(f"tui-chat-server: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    scheme = "wss" if tls else "ws"
+    shown = f"[{host}]" if ":" in host else host
+    # Tests and scripts read this line to learn the port when --port 0 is used.
+    print(
+        f"tui-chat-server listening on {scheme}://{shown}:{server.port} "
+        f"(db {server.db_path}, epoch {server.epoch})",
+        flush=True,
+    )
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    print("tui-chat-server: stopping (closing connections with 1012)", flush=True)
+    await server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

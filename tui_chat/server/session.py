@@ -1,0 +1,95 @@
+"""One authenticated connection: its outgoing queue and its rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from tui_chat.protocol import CloseCode
+
+log = logging.getLogger(__name__)
+
+
+class TokenBucket:
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        """Take one token; return 0 if allowed, else seconds until one is available."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+class Session:
+    """Frames for one connection go through a bounded queue and one sender task.
+
+    Fan-out never awaits a peer's socket: a slow reader only fills its own
+    queue, and when that overflows the connection is closed (4409) so that it
+    comes back and resumes from its cursors instead of holding server memory.
+    """
+
+    def __init__(self, ws: ServerConnection, user: str, max_outgoing: int) -> None:
+        self.ws = ws
+        self.user = user
+        self.max_outgoing = max_outgoing
+        self._queue: collections.deque[tuple[str | None, int, bytes]] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._closing = False
+        # While replaying, live messages wait in the queue; afterwards those
+        # the replay already covered (seq <= replayed[conv]) are skipped.
+        self.replayed: dict[str, int] = {}
+
+    def push(self, data: bytes, conv: str | None = None, seq: int = 0) -> None:
+        if self._closing:
+            return
+        if len(self._queue) >= self.max_outgoing:
+            self._closing = True
+            self._queue.clear()
+            log.info("closing slow connection of %s: outgoing queue full", self.user)
+            asyncio.get_running_loop().create_task(
+                self.ws.close(CloseCode.TOO_SLOW, "too slow: resume from your cursors")
+            )
+            return
+        self._queue.append((conv, seq, data))
+        self._wakeup.set()
+
+    def start_sending(self) -> None:
+        self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await self._sender
+
+    async def _send_loop(self) -> None:
+        queue = self._queue
+        replayed = self.replayed
+        send = self.ws.send
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while queue:
+                    conv, seq, data = queue.popleft()
+                    if conv is not None and seq <= replayed.get(conv, 0):
+                        continue
+                    await send(data, text=True)
+        except ConnectionClosed:
+            pass
