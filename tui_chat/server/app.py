@@ -179,10 +179,15 @@ class ChatServer:
         except ConnectionClosed:
             pass
         finally:
-            self._sessions[session.user].discard(session)
-            if not self._sessions[session.user]:
-                del self._sessions[session.user]
+            self._unregister(session)
             await session.stop()
+
+    def _unregister(self, session: Session) -> None:
+        group = self._sessions.get(session.user)
+        if group is not None:
+            group.discard(session)
+            if not group:
+                del self._sessions[session.user]
 
     async def _authenticate(self, ws: ServerConnection) -> Session | None:
         limits = self.config.limits
@@ -232,7 +237,13 @@ class ChatServer:
             server_time=db.now_ms(),
             max_body=limits.max_body,
         )
-        await ws.send(encode(welcome), text=True)
+        try:
+            await ws.send(encode(welcome), text=True)
+        except ConnectionClosed:
+            # The client left during the handshake: it must not stay registered, or
+            # fan-out would keep queueing frames for a connection nobody drains.
+            self._unregister(session)
+            return None
         return session
 
     def _throttled(self, user: str) -> bool:

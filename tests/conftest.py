@@ -1,0 +1,282 @@
+"""Shared fixtures and helpers: a real server (in-process or a subprocess) and a small client.
+
+Everything talks real websockets on 127.0.0.1 with ephemeral ports and temp databases.
+Every wait is bounded: helpers take a ``timeout`` and fail the test instead of hanging.
+
+Fixtures
+    ``chat_server``         a started in-process :class:`ChatServer` with users alice, bob and
+                            carol, as a :class:`RunningServer` (``.url``, ``.tokens``, ...).
+    ``chat_server_factory`` ``await make(config=..., users=...)`` for servers with custom
+                            limits; all are stopped at teardown.
+    ``server_process``      a :class:`ServerProcess` (real ``tui-chat-server serve``) with the
+                            same three users, killed at teardown.
+
+Helpers (import them with ``from conftest import ...``)
+    ``make_users``, ``login``, ``connect_ws``, ``send_frame``, ``send_raw``, ``recv_frame``,
+    ``recv_until``, ``expect_closed``, ``assert_silent``, ``send_message``, ``db_rows``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from tui_chat.protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    Hello,
+    Message,
+    Reject,
+    Send,
+    ServerFrame,
+    Synced,
+    Welcome,
+    _Frame,
+    decode_server,
+    encode,
+)
+from tui_chat.server import db
+from tui_chat.server.app import ChatServer
+from tui_chat.server.config import ServerConfig
+from tui_chat.testing.serverproc import ServerProcess
+
+USERS: tuple[str, ...] = ("alice", "bob", "carol")
+# Default bound for one expected frame. Generous for a loaded CI box, tiny for a passing test.
+STEP = 3.0
+# How long "nothing arrives" is watched for.
+QUIET = 0.3
+
+F = TypeVar("F", bound=ServerFrame)
+
+
+# ---------------------------------------------------------------- accounts and database
+
+
+def make_users(db_path: Path, *names: str) -> dict[str, str]:
+    """Create ``names`` in the server database at ``db_path``; return name → token."""
+    conn, _epoch = db.open_db(db_path)
+    try:
+        return {name: db.add_user(conn, name) for name in names}
+    finally:
+        conn.close()
+
+
+def db_rows(db_path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run a read-only query straight against the server's SQLite file (WAL allows it live)."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
+    try:
+        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------- in-process server
+
+
+@dataclass
+class RunningServer:
+    """A started in-process server and what a test needs to talk to it."""
+
+    server: ChatServer
+    url: str
+    db_path: Path
+    tokens: dict[str, str]
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+
+ServerFactory = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+async def chat_server_factory(tmp_path: Path) -> AsyncIterator[ServerFactory]:
+    """``await make(config=None, users=USERS, name="server")`` → a started :class:`RunningServer`.
+
+    Each call gets its own database ``tmp_path / f"{name}.db"``; pass distinct names when a
+    test starts several servers. All servers are stopped at teardown.
+    """
+    started: list[ChatServer] = []
+
+    async def make(
+        config: ServerConfig | None = None,
+        users: Sequence[str] = USERS,
+        name: str = "server",
+    ) -> RunningServer:
+        db_path = tmp_path / f"{name}.db"
+        tokens = make_users(db_path, *users)
+        server = ChatServer(db_path, config or ServerConfig())
+        await asyncio.wait_for(server.start("127.0.0.1", 0), 10)
+        started.append(server)
+        return RunningServer(server, server.url, db_path, tokens)
+
+    yield make
+    for server in reversed(started):
+        await asyncio.wait_for(server.stop(), 15)
+
+
+@pytest.fixture
+async def chat_server(chat_server_factory: ServerFactory) -> RunningServer:
+    """A started in-process server with default config and users alice, bob and carol."""
+    return await chat_server_factory()
+
+
+# ---------------------------------------------------------------- subprocess server
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real ``tui-chat-server serve`` process on a free port with alice, bob and carol.
+
+    Tokens are in ``server_process.tokens`` (an attribute added here). Killed at teardown.
+    """
+    db_path = tmp_path / "proc.db"
+    tokens = make_users(db_path, *USERS)
+    with ServerProcess(db_path) as proc:
+        proc.tokens = tokens  # type: ignore[attr-defined]
+        yield proc
+
+
+# ---------------------------------------------------------------- client helpers
+
+
+class Login(NamedTuple):
+    """What a successful hello got: the socket, welcome, the replayed messages, synced."""
+
+    ws: ClientConnection
+    welcome: Welcome
+    replayed: list[Message]
+    synced: Synced
+
+
+async def connect_ws(url: str, **kwargs: Any) -> ClientConnection:
+    """Open a websocket with no proxy and a bounded handshake.
+
+    ``max_queue`` defaults to unbounded: tests often leave frames unread, and a client whose
+    receive queue is full stops reading the socket, so its closing handshake would stall for
+    ``close_timeout``. Pass ``max_queue=16`` (websockets' default) to model a slow reader.
+    """
+    kwargs.setdefault("proxy", None)
+    kwargs.setdefault("open_timeout", 5)
+    kwargs.setdefault("close_timeout", 2)
+    kwargs.setdefault("max_queue", None)
+    return await connect(url, **kwargs)
+
+
+async def send_frame(ws: ClientConnection, frame: _Frame) -> None:
+    await ws.send(encode(frame).decode(), text=True)
+
+
+async def send_raw(ws: ClientConnection, data: str | bytes) -> None:
+    await ws.send(data)
+
+
+async def recv_frame(ws: ClientConnection, timeout: float = STEP) -> ServerFrame:
+    """The next frame, decoded; fails the test if none arrives within ``timeout``."""
+    try:
+        raw = await asyncio.wait_for(ws.recv(), timeout)
+    except TimeoutError:
+        pytest.fail(f"no frame within {timeout} s")
+    return decode_server(raw)
+
+
+async def recv_until(
+    ws: ClientConnection, kind: type[F], timeout: float = STEP
+) -> tuple[F, list[ServerFrame]]:
+    """Read until a frame of type ``kind``; return it and the frames skipped before it."""
+    skipped: list[ServerFrame] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            pytest.fail(f"no {kind.__name__} within {timeout} s; got {skipped!r}")
+        frame = await recv_frame(ws, remaining)
+        if isinstance(frame, kind):
+            return frame, skipped
+        skipped.append(frame)
+
+
+async def expect_closed(ws: ClientConnection, timeout: float = STEP) -> tuple[int | None, list[Any]]:
+    """Read until the connection closes; return the close code received and frames read.
+
+    The code is the one in the server's close frame (``None`` if the TCP connection just
+    dropped without one).
+    """
+    frames: list[Any] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                pytest.fail(f"connection still open after {timeout} s; got {frames!r}")
+            raw = await asyncio.wait_for(ws.recv(), remaining)
+            try:
+                frames.append(decode_server(raw))
+            except Exception:
+                frames.append(raw)
+    except TimeoutError:
+        pytest.fail(f"connection still open after {timeout} s; got {frames!r}")
+    except ConnectionClosed as exc:
+        return (exc.rcvd.code if exc.rcvd is not None else None), frames
+
+
+async def assert_silent(ws: ClientConnection, within: float = QUIET) -> None:
+    """Fail if any frame arrives within ``within`` seconds."""
+    try:
+        raw = await asyncio.wait_for(ws.recv(), within)
+    except TimeoutError:
+        return
+    pytest.fail(f"unexpected frame {raw!r}")
+
+
+async def login(
+    url: str,
+    user: str,
+    token: str,
+    cursors: dict[str, int] | None = None,
+    *,
+    timeout: float = STEP,
+    **connect_kwargs: Any,
+) -> Login:
+    """Connect, say hello, and read welcome, the replay and ``synced``.
+
+    Fails the test if anything else arrives (an error frame, a close) before ``synced``.
+    ``connect_kwargs`` go to :func:`connect_ws`.
+    """
+    ws = await connect_ws(url, **connect_kwargs)
+    try:
+        await send_frame(
+            ws, Hello(v=PROTOCOL_VERSION, user=user, token=token, cursors=cursors or {})
+        )
+        welcome = await recv_frame(ws, timeout)
+        assert isinstance(welcome, Welcome), f"expected welcome, got {welcome!r}"
+        synced, replayed = await recv_until(ws, Synced, timeout)
+        assert all(isinstance(m, Message) for m in replayed), replayed
+    except BaseException:
+        await ws.close()
+        raise
+    return Login(ws, welcome, replayed, synced)  # type: ignore[arg-type]
+
+
+async def send_message(
+    ws: ClientConnection, client_id: str, to: str, body: str = "hi", timeout: float = STEP
+) -> Ack | Reject:
+    """Send one message and return its ack or reject (other frames before it are dropped)."""
+    await send_frame(ws, Send(client_id=client_id, to=to, body=body))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        frame = await recv_frame(ws, max(0.0, deadline - loop.time()))
+        if isinstance(frame, Ack | Reject) and frame.client_id == client_id:
+            return frame

@@ -1,0 +1,512 @@
+"""The local replica: one SQLite file per account.
+
+It holds what the server confirmed (messages by ``(conv, seq)`` and a
+watermark per conversation) and what the user wrote that the server has not
+confirmed (the outbox). Conversations are keyed by peer name because a
+message can be written to a peer before the server has named the
+conversation.
+
+Writes of incoming messages are batched into one transaction that the engine
+commits at a short interval: they are the server's data, so losing an
+uncommitted batch in a crash only means replaying it. The outbox is
+different: :meth:`LocalStore.add_outbox` commits before it returns.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Final
+
+from tui_chat.core.models import ChatMessage, ConversationSummary, OutState
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS conversations (
+    peer           TEXT PRIMARY KEY,
+    conv           TEXT UNIQUE,
+    wm             INTEGER NOT NULL DEFAULT 0,
+    read_seq       INTEGER NOT NULL DEFAULT 0,
+    peer_read_seq  INTEGER NOT NULL DEFAULT 0,
+    unread         INTEGER NOT NULL DEFAULT 0,
+    last_ts        INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS messages (
+    conv       TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    sender     TEXT NOT NULL,
+    recipient  TEXT NOT NULL,
+    client_id  TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    ts         INTEGER NOT NULL,
+    PRIMARY KEY (conv, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS messages_client_id ON messages (sender, client_id);
+CREATE TABLE IF NOT EXISTS outbox (
+    client_id        TEXT PRIMARY KEY,
+    peer             TEXT NOT NULL,
+    body             TEXT NOT NULL,
+    created_at       INTEGER NOT NULL,
+    -- The freshness window counts from here: compose time, or the user's last retry.
+    fresh_since      INTEGER NOT NULL,
+    ord              INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    state            TEXT NOT NULL,
+    error            TEXT,
+    retryable        INTEGER NOT NULL DEFAULT 1,
+    next_attempt_at  INTEGER NOT NULL DEFAULT 0,
+    conv             TEXT,
+    seq              INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_open ON outbox (state, peer, ord);
+"""
+
+_MSG_COLS: Final = "conv, seq, sender, recipient, client_id, body, ts"
+_OUT_COLS: Final = (
+    "client_id, peer, body, created_at, ord, attempts, state, error, retryable, conv, seq,"
+    " fresh_since"
+)
+
+
+class OutboxRow:
+    """A mutable in-memory copy of one outbox row (the engine's working set)."""
+
+    __slots__ = (
+        "attempts",
+        "body",
+        "client_id",
+        "conv",
+        "created_at",
+        "error",
+        "fresh_since",
+        "ord",
+        "peer",
+        "retryable",
+        "seq",
+        "state",
+    )
+
+    def __init__(
+        self,
+        client_id: str,
+        peer: str,
+        body: str,
+        created_at: int,
+        ord: int,
+        attempts: int = 0,
+        state: OutState = OutState.PENDING,
+        error: str | None = None,
+        retryable: bool = True,
+        conv: str | None = None,
+        seq: int | None = None,
+        fresh_since: int | None = None,
+    ) -> None:
+        self.client_id = client_id
+        self.peer = peer
+        self.body = body
+        self.created_at = created_at
+        self.ord = ord
+        self.attempts = attempts
+        self.state = state
+        self.error = error
+        self.retryable = retryable
+        self.conv = conv
+        self.seq = seq
+        self.fresh_since = created_at if fresh_since is None else fresh_since
+
+
+class StoreError(Exception):
+    pass
+
+
+class LocalStore:
+    def __init__(self, path: Path, user: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.user = user
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: an outbox row must survive power loss once send() returned.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._in_tx = False
+        self._db.execute("BEGIN IMMEDIATE")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+        owner = self._meta("user")
+        if owner is None:
+            self._set_meta("user", user)
+        elif owner != user:
+            self._db.execute("ROLLBACK")
+            raise StoreError(f"{path} belongs to user {owner!r}, not {user!r}")
+        self._db.execute("COMMIT")
+        # conv id <-> peer, loaded once: every incoming message needs them.
+        self._peer_of: dict[str, str] = {}
+        self._conv_of: dict[str, str] = {}
+        self._wm: dict[str, int] = {}
+        for peer, conv, wm in self._db.execute("SELECT peer, conv, wm FROM conversations"):
+            if conv is not None:
+                self._peer_of[conv] = peer
+                self._conv_of[peer] = conv
+                self._wm[conv] = wm
+
+    def close(self) -> None:
+        self.commit()
+        self._db.close()
+
+    # ------------------------------------------------------------ transactions
+
+    def _begin(self) -> None:
+        if not self._in_tx:
+            self._db.execute("BEGIN")
+            self._in_tx = True
+
+    def commit(self) -> None:
+        if self._in_tx:
+            self._db.execute("COMMIT")
+            self._in_tx = False
+
+    @property
+    def dirty(self) -> bool:
+        return self._in_tx
+
+    def _meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
+
+    # ------------------------------------------------------------ epoch and cursors
+
+    @property
+    def epoch(self) -> str | None:
+        return self._meta("epoch")
+
+    def set_epoch(self, epoch: str) -> None:
+        self._begin()
+        self._set_meta("epoch", epoch)
+        self.commit()
+
+    def reset_for_epoch(self, epoch: str) -> None:
+        """The server's history was reset: drop the replica, keep unsent messages."""
+        self._begin()
+        self._db.execute("DELETE FROM messages")
+        self._db.execute("UPDATE conversations SET conv=NULL, wm=0, read_seq=0, unread=0")
+        self._db.execute("DELETE FROM outbox WHERE state=?", (OutState.SENT.value,))
+        self._db.execute("UPDATE outbox SET conv=NULL, seq=NULL")
+        self._set_meta("epoch", epoch)
+        self.commit()
+        self._peer_of.clear()
+        self._conv_of.clear()
+        self._wm.clear()
+
+    def watermarks(self) -> dict[str, int]:
+        return {conv: wm for conv, wm in self._wm.items() if wm > 0}
+
+    def watermark(self, conv: str) -> int:
+        return self._wm.get(conv, 0)
+
+    def peer_of(self, conv: str) -> str | None:
+        return self._peer_of.get(conv)
+
+    def conv_of(self, peer: str) -> str | None:
+        return self._conv_of.get(peer)
+
+    def ensure_conversation(self, peer: str, conv: str | None) -> None:
+        if conv is not None and self._peer_of.get(conv) == peer:
+            return
+        self._begin()
+        self._db.execute("INSERT OR IGNORE INTO conversations(peer) VALUES (?)", (peer,))
+        if conv is not None:
+            self._db.execute("UPDATE conversations SET conv=? WHERE peer=?", (conv, peer))
+            self._peer_of[conv] = peer
+            self._conv_of[peer] = conv
+            self._wm.setdefault(conv, 0)
+
+    # ------------------------------------------------------------ confirmed messages
+
+    def insert_message(
+        self, conv: str, seq: int, sender: str, to: str, client_id: str, body: str, ts: int
+    ) -> bool:
+        """Store a server-confirmed message; False if that seq is already held."""
+        self._begin()
+        cur = self._db.execute(
+            f"INSERT OR IGNORE INTO messages({_MSG_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (conv, seq, sender, to, client_id, body, ts),
+        )
+        if cur.rowcount == 0:
+            return False
+        peer = self._peer_of[conv]
+        if sender != self.user and seq > self._read_seq(peer):
+            self._db.execute(
+                "UPDATE conversations SET unread=unread+1, last_ts=max(last_ts, ?) WHERE peer=?",
+                (ts, peer),
+            )
+        else:
+            self._db.execute(
+                "UPDATE conversations SET last_ts=max(last_ts, ?) WHERE peer=?", (ts, peer)
+            )
+        return True
+
+    def _read_seq(self, peer: str) -> int:
+        row = self._db.execute(
+            "SELECT read_seq FROM conversations WHERE peer=?", (peer,)
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def advance_watermark(self, conv: str) -> int:
+        """Move the watermark over every contiguous stored seq; return it."""
+        wm = self._wm.get(conv, 0)
+        start = wm
+        while self._db.execute(
+            "SELECT 1 FROM messages WHERE conv=? AND seq=?", (conv, wm + 1)
+        ).fetchone():
+            wm += 1
+        if wm != start:
+            self._begin()
+            self._db.execute("UPDATE conversations SET wm=? WHERE conv=?", (wm, conv))
+            self._wm[conv] = wm
+        return wm
+
+    def missing_below(self, conv: str, seq: int) -> bool:
+        return seq > self._wm.get(conv, 0) + 1
+
+    def lowest_seq(self, conv: str) -> int | None:
+        row = self._db.execute("SELECT min(seq) FROM messages WHERE conv=?", (conv,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def message_view(self, conv: str, seq: int) -> ChatMessage | None:
+        row = self._db.execute(
+            f"SELECT {_MSG_COLS} FROM messages WHERE conv=? AND seq=?", (conv, seq)
+        ).fetchone()
+        return None if row is None else self._msg_view(row)
+
+    def _msg_view(self, row: tuple[object, ...]) -> ChatMessage:
+        conv, seq, sender, to, client_id, body, ts = row
+        own = sender == self.user
+        return ChatMessage(
+            peer=str(to if own else sender),
+            sender=str(sender),
+            client_id=str(client_id),
+            body=str(body),
+            ts=int(ts),  # type: ignore[call-overload]
+            own=own,
+            seq=int(seq),  # type: ignore[call-overload]
+            conv=str(conv),
+            state=OutState.SENT if own else None,
+        )
+
+    # ------------------------------------------------------------ reads
+
+    def mark_read(self, peer: str, seq: int) -> bool:
+        self._begin()
+        cur = self._db.execute(
+            "UPDATE conversations SET read_seq=?, unread=0 WHERE peer=? AND read_seq<?",
+            (seq, peer, seq),
+        )
+        return cur.rowcount > 0
+
+    def set_read_from_server(self, conv: str, user: str, read_seq: int) -> None:
+        peer = self._peer_of.get(conv)
+        if peer is None:
+            return
+        self._begin()
+        if user == self.user:
+            # Another device of ours read further: recount what is still unread.
+            self._db.execute(
+                "UPDATE conversations SET read_seq=max(read_seq, ?) WHERE peer=?",
+                (read_seq, peer),
+            )
+            self._db.execute(
+                "UPDATE conversations SET unread=(SELECT count(*) FROM messages m "
+                "WHERE m.conv=? AND m.seq>conversations.read_seq AND m.sender<>?) WHERE peer=?",
+                (conv, self.user, peer),
+            )
+        else:
+            self._db.execute(
+                "UPDATE conversations SET peer_read_seq=max(peer_read_seq, ?) WHERE peer=?",
+                (read_seq, peer),
+            )
+
+    def latest_seq(self, peer: str) -> int:
+        conv = self._conv_of.get(peer)
+        if conv is None:
+            return 0
+        row = self._db.execute("SELECT max(seq) FROM messages WHERE conv=?", (conv,)).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    # ------------------------------------------------------------ outbox
+
+    def next_ord(self) -> int:
+        row = self._db.execute("SELECT coalesce(max(ord), 0) + 1 FROM outbox").fetchone()
+        return int(row[0])
+
+    def add_outbox(self, row: OutboxRow) -> None:
+        """Store a new outgoing message durably before anything else happens to it."""
+        self._begin()
+        self._db.execute("INSERT OR IGNORE INTO conversations(peer) VALUES (?)", (row.peer,))
+        self._db.execute(
+            f"INSERT INTO outbox({_OUT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.client_id,
+                row.peer,
+                row.body,
+                row.created_at,
+                row.ord,
+                row.attempts,
+                row.state.value,
+                row.error,
+                int(row.retryable),
+                row.conv,
+                row.seq,
+                row.fresh_since,
+            ),
+        )
+        self.commit()
+
+    def save_outbox(self, row: OutboxRow, *, durable: bool = False) -> None:
+        self._begin()
+        self._db.execute(
+            "UPDATE outbox SET attempts=?, state=?, error=?, retryable=?, conv=?, seq=?, body=?, "
+            "fresh_since=? WHERE client_id=?",
+            (
+                row.attempts,
+                row.state.value,
+                row.error,
+                int(row.retryable),
+                row.conv,
+                row.seq,
+                row.body,
+                row.fresh_since,
+                row.client_id,
+            ),
+        )
+        if durable:
+            self.commit()
+
+    def open_outbox(self) -> list[OutboxRow]:
+        """Pending and failed rows, in compose order."""
+        rows = self._db.execute(
+            f"SELECT {_OUT_COLS} FROM outbox WHERE state IN (?, ?) ORDER BY ord, rowid",
+            (OutState.PENDING.value, OutState.FAILED.value),
+        ).fetchall()
+        return [self._out_row(r) for r in rows]
+
+    def outbox_row(self, client_id: str) -> OutboxRow | None:
+        row = self._db.execute(
+            f"SELECT {_OUT_COLS} FROM outbox WHERE client_id=?", (client_id,)
+        ).fetchone()
+        return None if row is None else self._out_row(row)
+
+    @staticmethod
+    def _out_row(r: tuple[object, ...]) -> OutboxRow:
+        return OutboxRow(
+            client_id=str(r[0]),
+            peer=str(r[1]),
+            body=str(r[2]),
+            created_at=int(r[3]),  # type: ignore[call-overload]
+            ord=int(r[4]),  # type: ignore[call-overload]
+            attempts=int(r[5]),  # type: ignore[call-overload]
+            state=OutState(str(r[6])),
+            error=None if r[7] is None else str(r[7]),
+            retryable=bool(r[8]),
+            conv=None if r[9] is None else str(r[9]),
+            seq=None if r[10] is None else int(r[10]),  # type: ignore[call-overload]
+            fresh_since=int(r[11]),  # type: ignore[call-overload]
+        )
+
+    @staticmethod
+    def outbox_view(row: OutboxRow, user: str, held: bool = False) -> ChatMessage:
+        return ChatMessage(
+            peer=row.peer,
+            sender=user,
+            client_id=row.client_id,
+            body=row.body,
+            ts=row.created_at,
+            own=True,
+            seq=row.seq,
+            conv=row.conv,
+            state=row.state,
+            error=row.error,
+            retryable=row.retryable,
+            held=held,
+            attempts=row.attempts,
+        )
+
+    # ------------------------------------------------------------ queries for views
+
+    def page(self, peer: str, before: int | None, limit: int) -> list[ChatMessage]:
+        """Up to ``limit`` confirmed messages with seq < before, oldest first."""
+        conv = self._conv_of.get(peer)
+        if conv is None:
+            return []
+        upper = before if before is not None else 2**62
+        rows = self._db.execute(
+            f"SELECT {_MSG_COLS} FROM messages WHERE conv=? AND seq<? ORDER BY seq DESC LIMIT ?",
+            (conv, upper, limit),
+        ).fetchall()
+        rows.reverse()
+        return [self._msg_view(r) for r in rows]
+
+    def peers(self) -> list[str]:
+        return [
+            r[0]
+            for r in self._db.execute(
+                "SELECT peer FROM conversations ORDER BY last_ts DESC, peer"
+            ).fetchall()
+        ]
+
+    def summary(self, peer: str, open_rows: Iterable[OutboxRow]) -> ConversationSummary:
+        row = self._db.execute(
+            "SELECT conv, unread, read_seq, peer_read_seq FROM conversations WHERE peer=?",
+            (peer,),
+        ).fetchone()
+        conv, unread, read_seq, peer_read = row if row else (None, 0, 0, 0)
+        failed = pending = 0
+        last_open: OutboxRow | None = None
+        for r in open_rows:
+            if r.peer != peer:
+                continue
+            if r.state is OutState.FAILED:
+                failed += 1
+            else:
+                pending += 1
+            last_open = r
+        last: ChatMessage | None
+        if last_open is not None:
+            last = self.outbox_view(last_open, self.user)
+        else:
+            tail = self.page(peer, None, 1)
+            last = tail[-1] if tail else None
+        return ConversationSummary(
+            peer=peer,
+            conv=conv,
+            unread=int(unread),
+            last=last,
+            failed=failed,
+            pending=pending,
+            read_seq=int(read_seq),
+            peer_read_seq=int(peer_read),
+        )
+
+    def count_messages(self) -> int:
+        row = self._db.execute("SELECT count(*) FROM messages").fetchone()
+        return int(row[0])
+
+    def all_messages(self) -> list[ChatMessage]:
+        """Every stored message (for checkers and tests), by conversation and seq."""
+        rows = self._db.execute(f"SELECT {_MSG_COLS} FROM messages ORDER BY conv, seq").fetchall()
+        return [self._msg_view(r) for r in rows]
+
+    def all_outbox(self) -> list[OutboxRow]:
+        rows = self._db.execute(f"SELECT {_OUT_COLS} FROM outbox ORDER BY ord, rowid").fetchall()
+        return [self._out_row(r) for r in rows]
