@@ -51,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -506,15 +507,6 @@ class Target:
         assert self.proc is not None
         return self.proc.pid
 
-    def cpu_seconds(self) -> float:
-        """utime + stime of the process (all its threads) from /proc."""
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-        except OSError:
-            return float("nan")
-        fields = stat.rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
     def stop(self) -> int | None:
         if self.proc is None:
             return None
@@ -529,6 +521,90 @@ class Target:
         if proc.stdout is not None:
             proc.stdout.close()
         return proc.returncode
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads) from /proc, in seconds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return float("nan")
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (user, nice, system, irq, softirq, steal)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def wait_for_quiet(max_wait: float, threshold: float) -> float:
+    """Wait (up to ``max_wait`` s) until the machine is nearly idle; return the busy cores seen
+    over the last second. Other engineers' test runs on the same 2 cores skew every figure."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        m0, t0 = _machine_busy_seconds(), time.monotonic()
+        time.sleep(1.0)
+        busy = (_machine_busy_seconds() - m0) / (time.monotonic() - t0)
+        if busy <= threshold or time.monotonic() >= deadline:
+            return busy
+
+
+class CpuWindow(threading.Thread):
+    """Measures CPU use of the target, the generator processes and everything else on the
+    machine over exactly the measurement window; optionally runs py-spy over it."""
+
+    def __init__(
+        self,
+        target_pid: int,
+        generator_pids: list[int],
+        start: float,
+        end: float,
+        profile: tuple[argparse.Namespace, Path] | None = None,
+    ) -> None:
+        super().__init__(daemon=True)
+        self.pids = [target_pid, *generator_pids, os.getpid()]
+        self.start_at = start
+        self.end_at = end
+        self.profile = profile
+        self.result: dict[str, float] = {}
+        self.profile_error = ""
+
+    def _snap(self) -> tuple[float, list[float]]:
+        return _machine_busy_seconds(), [_proc_cpu_seconds(p) for p in self.pids]
+
+    def run(self) -> None:
+        time.sleep(max(0.0, self.start_at - time.monotonic()))
+        t0 = time.monotonic()
+        m0, p0 = self._snap()
+        profiler = None
+        if self.profile is not None:
+            args, out = self.profile
+            profiler = _start_profiler(args, self.pids[0], out, self.end_at - self.start_at)
+        time.sleep(max(0.0, self.end_at - time.monotonic()))
+        m1, p1 = self._snap()
+        wall = time.monotonic() - t0
+        used = [b - a for a, b in zip(p0, p1, strict=True)]
+        target, orchestrator = used[0], used[-1]
+        generators = sum(used[1:-1])
+        self.result = {
+            "target_cores": target / wall,
+            "generator_cores": generators / wall,
+            # Anything else running on the machine meanwhile (other tests, the kernel's
+            # own threads): a large figure means the run was disturbed.
+            "other_cores": max(0.0, (m1 - m0) - target - generators - orchestrator) / wall,
+            "machine_busy_cores": (m1 - m0) / wall,
+        }
+        if profiler is not None:
+            try:
+                _, err = profiler.communicate(timeout=60)
+                if profiler.returncode:
+                    self.profile_error = err.strip()[-300:]
+            except subprocess.TimeoutExpired:
+                profiler.kill()
+                self.profile_error = "py-spy did not finish"
 
 
 def write_server_toml(path: Path, args: argparse.Namespace) -> None:
@@ -684,9 +760,12 @@ def run_target(
         target.start()
         parts = _split(ring, args.workers)
         workers.call("connect", [{"url": target.url, "users": p} for p in parts], 120)
+        gen_pids = [p.pid for p in workers.procs]
         # -------- phase A: fixed offered rate, open loop
         start_at = time.monotonic() + 0.5
-        cpu0 = target.cpu_seconds()
+        window_start = start_at + args.warmup
+        cpu = CpuWindow(target.pid, gen_pids, window_start, window_start + args.duration)
+        cpu.start()
         per = [
             {
                 "start_at": start_at,
@@ -702,21 +781,23 @@ def run_target(
             for i, p in enumerate(parts)
         ]
         res_a = _merge(workers.call("phase_a", per, phase_timeout))
-        res_a["target_cpu_s"] = target.cpu_seconds() - cpu0
-        res_a["wall_s"] = args.warmup + args.duration
+        cpu.join(10)
+        res_a.update(cpu.result)
         res_a["offered_rate"] = args.rate
         res_a["acked_rate_in_window"] = res_a["acked_in_window"] / args.duration
         out["a"] = res_a
         # -------- phase B: closed loop, window in flight per client
         start_at = time.monotonic() + 0.5
-        profiler = None
+        window_start = start_at + args.warmup
+        profile = None
         if args.profile_dir and rep == 1:
             args.profile_dir.mkdir(parents=True, exist_ok=True)
             suffix = {"raw": "txt", "flamegraph": "svg", "speedscope": "json"}[args.profile_format]
             prof_out = args.profile_dir / f"{kind}-phase-b.{suffix}"
-            profiler = _start_profiler(args, target.pid, prof_out, args.warmup + args.duration)
+            profile = (args, prof_out)
             out["profile"] = str(prof_out)
-        cpu0 = target.cpu_seconds()
+        cpu = CpuWindow(target.pid, gen_pids, window_start, window_start + args.duration, profile)
+        cpu.start()
         per = [
             {
                 "start_at": start_at,
@@ -729,20 +810,15 @@ def run_target(
             }
             for _ in parts
         ]
-        raw_b = workers.call("phase_b", per, phase_timeout)
-        res_b = _merge(raw_b)
-        res_b["target_cpu_s"] = target.cpu_seconds() - cpu0
+        res_b = _merge(workers.call("phase_b", per, phase_timeout))
+        cpu.join(70)
+        if cpu.profile_error:
+            print(f"  py-spy failed: {cpu.profile_error}", flush=True)
+        res_b.update(cpu.result)
         res_b["acked_per_s"] = res_b["acked_in_window"] / args.duration
         res_b["delivered_per_s"] = res_b["delivered_in_window"] / args.duration
         res_b["window"] = args.window
         out["b"] = res_b
-        if profiler is not None:
-            try:
-                _, err = profiler.communicate(timeout=30)
-                if profiler.returncode:
-                    print(f"  py-spy failed: {err.strip()[-300:]}", flush=True)
-            except subprocess.TimeoutExpired:
-                profiler.kill()
     finally:
         with contextlib.suppress(Exception):
             workers.shutdown()
@@ -777,7 +853,6 @@ def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
 
     s: dict[str, Any] = {}
     for kind in ("server", "relay"):
-        wall_a = args.warmup + args.duration
         s[kind] = {
             "a_p50_ms": med(kind, "a", "p50_ms"),
             "a_p90_ms": med(kind, "a", "p90_ms"),
@@ -785,18 +860,17 @@ def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
             "a_p99_ms_runs": spread(kind, "a", "p99_ms"),
             "a_max_ms": med(kind, "a", "max_ms"),
             "a_acked_per_s": med(kind, "a", "acked_rate_in_window"),
-            "a_target_cpu_pct": 100 * med(kind, "a", "target_cpu_s") / wall_a,
-            "a_gen_cpu_pct": 100 * med(kind, "a", "cpu_s") / wall_a,
             "b_acked_per_s": med(kind, "b", "acked_per_s"),
             "b_acked_per_s_runs": spread(kind, "b", "acked_per_s"),
             "b_delivered_per_s": med(kind, "b", "delivered_per_s"),
             "b_delivered_per_s_runs": spread(kind, "b", "delivered_per_s"),
             "b_p50_ms": med(kind, "b", "p50_ms"),
             "b_p99_ms": med(kind, "b", "p99_ms"),
-            # CPU over phase B's whole span (ramp, window, drain), per wall second of window+warmup.
-            "b_target_cpu_s": med(kind, "b", "target_cpu_s"),
-            "b_gen_cpu_s": med(kind, "b", "cpu_s"),
         }
+        # CPU over the measurement windows, in cores (the machine has os.cpu_count()).
+        for phase in ("a", "b"):
+            for key in ("target_cores", "generator_cores", "other_cores"):
+                s[kind][f"{phase}_{key}"] = med(kind, phase, key)
     ours, floor = s["server"], s["relay"]
 
     def ratio(a: float, b: float) -> float:
@@ -836,6 +910,15 @@ def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
                         "acked": acked,
                     }
                 )
+        disturbed = {
+            ph: round(r[ph]["other_cores"], 2)
+            for ph in ("a", "b")
+            if ph in r and r[ph].get("other_cores", 0) > args.quiet_threshold
+        }
+        if disturbed:
+            s.setdefault("disturbed", []).append(
+                {"target": r["target"], "repeat": r["repeat"], "other_cores": disturbed}
+            )
         if r.get("exit_code") not in (0, None):
             problems.append({"target": r["target"], "repeat": r["repeat"], "exit": r["exit_code"]})
     s["anomalies"] = problems
@@ -844,6 +927,13 @@ def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
 
 def _f(v: float, digits: int = 1) -> str:
     return "n/a" if v is None or math.isnan(v) else f"{v:,.{digits}f}"
+
+
+def _cores(d: dict[str, Any], prefix: str) -> str:
+    return "/".join(
+        _f(d.get(f"{prefix}{k}", float("nan")), 2)
+        for k in ("target_cores", "generator_cores", "other_cores")
+    )
 
 
 def print_report(s: dict[str, Any], args: argparse.Namespace, machine: dict[str, Any]) -> None:
@@ -866,9 +956,9 @@ def print_report(s: dict[str, Any], args: argparse.Namespace, machine: dict[str,
         ("A  ack max (ms)", _f(ours["a_max_ms"], 1), _f(floor["a_max_ms"], 1), "", "", ""),
         ("A  acked msg/s", _f(ours["a_acked_per_s"], 0), _f(floor["a_acked_per_s"], 0), "", "", ""),
         (
-            "A  CPU target / generator (%)",
-            f"{_f(ours['a_target_cpu_pct'], 0)} / {_f(ours['a_gen_cpu_pct'], 0)}",
-            f"{_f(floor['a_target_cpu_pct'], 0)} / {_f(floor['a_gen_cpu_pct'], 0)}",
+            "A  CPU cores: target/gen/other",
+            _cores(ours, "a_"),
+            _cores(floor, "a_"),
             "",
             "",
             "",
@@ -892,9 +982,9 @@ def print_report(s: dict[str, Any], args: argparse.Namespace, machine: dict[str,
         ("B  ack p50 (ms)", _f(ours["b_p50_ms"], 1), _f(floor["b_p50_ms"], 1), "", "", ""),
         ("B  ack p99 (ms)", _f(ours["b_p99_ms"], 1), _f(floor["b_p99_ms"], 1), "", "", ""),
         (
-            "B  CPU s target / generator",
-            f"{_f(ours['b_target_cpu_s'], 1)} / {_f(ours['b_gen_cpu_s'], 1)}",
-            f"{_f(floor['b_target_cpu_s'], 1)} / {_f(floor['b_gen_cpu_s'], 1)}",
+            "B  CPU cores: target/gen/other",
+            _cores(ours, "b_"),
+            _cores(floor, "b_"),
             "",
             "",
             "",
@@ -935,6 +1025,14 @@ def print_report(s: dict[str, Any], args: argparse.Namespace, machine: dict[str,
         "per-run floor: B delivered/s "
         + ", ".join(_f(v, 0) for v in floor["b_delivered_per_s_runs"])
     )
+    if s.get("disturbed"):
+        print(
+            "disturbed runs (other processes used more than "
+            f"{args.quiet_threshold:g} cores in a window):",
+            json.dumps(s["disturbed"]),
+        )
+    else:
+        print(f"disturbed runs: none (other CPU <= {args.quiet_threshold:g} cores in every window)")
     if s["anomalies"]:
         print("anomalies:", json.dumps(s["anomalies"]))
     else:
@@ -963,6 +1061,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--body-size", type=int, default=100, help="message body characters")
     p.add_argument("--drain", type=float, default=15.0, help="seconds to wait for late acks")
     p.add_argument("--max-seconds", type=float, default=1200.0, help="stop starting new runs")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for an idle machine before each run (0 = do not wait)",
+    )
+    p.add_argument(
+        "--quiet-threshold",
+        type=float,
+        default=0.25,
+        help="busy cores below which the machine counts as idle; runs whose 'other' CPU "
+        "exceeds it are listed as disturbed",
+    )
     p.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     p.add_argument("--group-commit-ms", type=float, default=2.0)
     p.add_argument(
@@ -1012,14 +1123,19 @@ def main(argv: list[str] | None = None) -> int:
                 if time.monotonic() - started + per_run_estimate > args.max_seconds:
                     print(f"--max-seconds {args.max_seconds:g} reached; stopping", flush=True)
                     break
-                print(f"run {rep}/{args.repeat}: {kind} ...", flush=True)
+                busy = wait_for_quiet(args.quiet_wait, args.quiet_threshold)
+                print(
+                    f"run {rep}/{args.repeat}: {kind} (machine busy before: {busy:.2f} cores) ...",
+                    flush=True,
+                )
                 r = run_target(kind, rep, args, relay_users, base)
+                r["busy_before_cores"] = busy
                 a, b = r["a"], r["b"]
                 print(
                     f"  A p50 {a['p50_ms']:.2f} ms p99 {a['p99_ms']:.2f} ms max {a['max_ms']:.1f} "
                     f"ms ({a['samples']} samples) | B acked {b['acked_per_s']:,.0f}/s delivered "
-                    f"{b['delivered_per_s']:,.0f}/s p99 {b['p99_ms']:.1f} ms | target CPU "
-                    f"A {a['target_cpu_s']:.1f}s B {b['target_cpu_s']:.1f}s",
+                    f"{b['delivered_per_s']:,.0f}/s p99 {b['p99_ms']:.1f} ms | CPU cores "
+                    f"target/gen/other A {_cores(a, '')} B {_cores(b, '')}",
                     flush=True,
                 )
                 runs.append(r)

@@ -1,7 +1,10 @@
 """Shared fixtures and helpers: a real server (in-process or a subprocess) and a small client.
 
 Everything talks real websockets on 127.0.0.1 with ephemeral ports and temp databases.
-Every wait is bounded: helpers take a ``timeout`` and fail the test instead of hanging.
+Every wait is bounded: helpers take a ``within`` (seconds) and fail the test instead of
+hanging.
+They use ``asyncio.timeout`` rather than ``asyncio.wait_for``: on Python 3.11 ``wait_for``
+can swallow a cancellation that races with its result, leaving a cancelled reader running.
 
 Fixtures
     ``chat_server``         a started in-process :class:`ChatServer` with users alice, bob and
@@ -13,7 +16,8 @@ Fixtures
 
 Helpers (import them with ``from conftest import ...``)
     ``make_users``, ``login``, ``connect_ws``, ``send_frame``, ``send_raw``, ``recv_frame``,
-    ``recv_until``, ``expect_closed``, ``assert_silent``, ``send_message``, ``db_rows``.
+    ``recv_until``, ``expect_closed``, ``assert_silent``, ``send_message``, ``db_rows``,
+    ``eventually``.
 """
 
 from __future__ import annotations
@@ -76,6 +80,18 @@ def db_rows(db_path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[A
         return [tuple(r) for r in conn.execute(sql, params).fetchall()]
     finally:
         conn.close()
+
+
+async def eventually(
+    predicate: Callable[[], bool], what: str, within: float = STEP, poll: float = 0.02
+) -> None:
+    """Wait until ``predicate()`` is true; fail the test with ``what`` after ``within`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() >= deadline:
+            pytest.fail(f"not true within {within} s: {what}")
+        await asyncio.sleep(poll)
 
 
 # ---------------------------------------------------------------- in-process server
@@ -180,33 +196,34 @@ async def send_raw(ws: ClientConnection, data: str | bytes) -> None:
     await ws.send(data)
 
 
-async def recv_frame(ws: ClientConnection, timeout: float = STEP) -> ServerFrame:
-    """The next frame, decoded; fails the test if none arrives within ``timeout``."""
+async def recv_frame(ws: ClientConnection, within: float = STEP) -> ServerFrame:
+    """The next frame, decoded; fails the test if none arrives in ``within`` seconds."""
     try:
-        raw = await asyncio.wait_for(ws.recv(), timeout)
+        async with asyncio.timeout(within):
+            raw = await ws.recv()
     except TimeoutError:
-        pytest.fail(f"no frame within {timeout} s")
+        pytest.fail(f"no frame within {within} s")
     return decode_server(raw)
 
 
 async def recv_until(
-    ws: ClientConnection, kind: type[F], timeout: float = STEP
+    ws: ClientConnection, kind: type[F], within: float = STEP
 ) -> tuple[F, list[ServerFrame]]:
     """Read until a frame of type ``kind``; return it and the frames skipped before it."""
     skipped: list[ServerFrame] = []
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         remaining = deadline - loop.time()
         if remaining <= 0:
-            pytest.fail(f"no {kind.__name__} within {timeout} s; got {skipped!r}")
+            pytest.fail(f"no {kind.__name__} within {within} s; got {skipped!r}")
         frame = await recv_frame(ws, remaining)
         if isinstance(frame, kind):
             return frame, skipped
         skipped.append(frame)
 
 
-async def expect_closed(ws: ClientConnection, timeout: float = STEP) -> tuple[int | None, list[Any]]:
+async def expect_closed(ws: ClientConnection, within: float = STEP) -> tuple[int | None, list[Any]]:
     """Read until the connection closes; return the close code received and frames read.
 
     The code is the one in the server's close frame (``None`` if the TCP connection just
@@ -214,19 +231,20 @@ async def expect_closed(ws: ClientConnection, timeout: float = STEP) -> tuple[in
     """
     frames: list[Any] = []
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     try:
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                pytest.fail(f"connection still open after {timeout} s; got {frames!r}")
-            raw = await asyncio.wait_for(ws.recv(), remaining)
+                pytest.fail(f"connection still open after {within} s; got {frames!r}")
+            async with asyncio.timeout(remaining):
+                raw = await ws.recv()
             try:
                 frames.append(decode_server(raw))
             except Exception:
                 frames.append(raw)
     except TimeoutError:
-        pytest.fail(f"connection still open after {timeout} s; got {frames!r}")
+        pytest.fail(f"connection still open after {within} s; got {frames!r}")
     except ConnectionClosed as exc:
         return (exc.rcvd.code if exc.rcvd is not None else None), frames
 
@@ -234,7 +252,8 @@ async def expect_closed(ws: ClientConnection, timeout: float = STEP) -> tuple[in
 async def assert_silent(ws: ClientConnection, within: float = QUIET) -> None:
     """Fail if any frame arrives within ``within`` seconds."""
     try:
-        raw = await asyncio.wait_for(ws.recv(), within)
+        async with asyncio.timeout(within):
+            raw = await ws.recv()
     except TimeoutError:
         return
     pytest.fail(f"unexpected frame {raw!r}")
@@ -246,7 +265,7 @@ async def login(
     token: str,
     cursors: dict[str, int] | None = None,
     *,
-    timeout: float = STEP,
+    within: float = STEP,
     **connect_kwargs: Any,
 ) -> Login:
     """Connect, say hello, and read welcome, the replay and ``synced``.
@@ -259,9 +278,9 @@ async def login(
         await send_frame(
             ws, Hello(v=PROTOCOL_VERSION, user=user, token=token, cursors=cursors or {})
         )
-        welcome = await recv_frame(ws, timeout)
+        welcome = await recv_frame(ws, within)
         assert isinstance(welcome, Welcome), f"expected welcome, got {welcome!r}"
-        synced, replayed = await recv_until(ws, Synced, timeout)
+        synced, replayed = await recv_until(ws, Synced, within)
         assert all(isinstance(m, Message) for m in replayed), replayed
     except BaseException:
         await ws.close()
@@ -270,12 +289,12 @@ async def login(
 
 
 async def send_message(
-    ws: ClientConnection, client_id: str, to: str, body: str = "hi", timeout: float = STEP
+    ws: ClientConnection, client_id: str, to: str, body: str = "hi", within: float = STEP
 ) -> Ack | Reject:
     """Send one message and return its ack or reject (other frames before it are dropped)."""
     await send_frame(ws, Send(client_id=client_id, to=to, body=body))
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while True:
         frame = await recv_frame(ws, max(0.0, deadline - loop.time()))
         if isinstance(frame, Ack | Reject) and frame.client_id == client_id:

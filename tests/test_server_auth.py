@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from conftest import (
     STEP,
@@ -11,6 +12,7 @@ from conftest import (
     ServerFactory,
     assert_silent,
     connect_ws,
+    eventually,
     expect_closed,
     login,
     recv_frame,
@@ -33,7 +35,7 @@ from tui_chat.protocol import (
 from tui_chat.server.config import Limits, ServerConfig
 
 
-async def hello_and_close(url: str, hello: Hello | str) -> tuple[int | None, list[object]]:
+async def hello_and_close(url: str, hello: Hello | str) -> tuple[int | None, list[Any]]:
     ws = await connect_ws(url)
     if isinstance(hello, str):
         await send_raw(ws, hello)
@@ -101,7 +103,7 @@ async def test_hello_timeout_closes_with_4408(chat_server_factory: ServerFactory
     srv = await chat_server_factory(ServerConfig(limits=Limits(hello_timeout=0.5)))
     ws = await connect_ws(srv.url)
     started = time.monotonic()
-    code, frames = await expect_closed(ws, timeout=STEP)
+    code, frames = await expect_closed(ws, within=STEP)
     elapsed = time.monotonic() - started
     assert code == CloseCode.HELLO_TIMEOUT == 4408
     assert frames == []
@@ -206,9 +208,7 @@ async def test_client_leaving_during_hello_leaves_no_session(chat_server: Runnin
             await ws.close()
         else:
             ws.transport.abort()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + STEP
-    while chat_server.server.connection_count() and loop.time() < deadline:
-        await asyncio.sleep(0.02)
-    assert chat_server.server.connection_count() == 0
+    await eventually(
+        lambda: chat_server.server.connection_count() == 0, "every bob session unregistered"
+    )
     assert "bob" not in chat_server.server._sessions

@@ -215,7 +215,7 @@ async def test_live_messages_after_synced_continue_the_sequence(
     chat_server: RunningServer,
 ) -> None:
     conv, _ = await exchange(chat_server, 3)
-    bob, _, replayed, synced = await login(chat_server.url, "bob", chat_server.tokens["bob"], {conv: 1})
+    bob, _, replayed, _ = await login(chat_server.url, "bob", chat_server.tokens["bob"], {conv: 1})
     alice, *_ = await login(chat_server.url, "alice", chat_server.tokens["alice"])
     try:
         assert [m.seq for m in replayed] == [2, 3]
@@ -392,7 +392,9 @@ async def test_seqs_have_no_gaps_under_concurrent_sends(chat_server: RunningServ
 
         async def run(index: int, ws: ClientConnection) -> list[Ack]:
             for i in range(per_client):
-                await send_frame(ws, Send(client_id=f"k{index}-{i}", to=peer[users[index]], body=f"{i}"))
+                await send_frame(
+                    ws, Send(client_id=f"k{index}-{i}", to=peer[users[index]], body=f"{i}")
+                )
             acks: list[Ack] = []
             while len(acks) < per_client:
                 frame: ServerFrame = await recv_frame(ws, 10)

@@ -456,9 +456,15 @@ class Engine:
 
     async def _connection_loop(self) -> None:
         sync = self.config.sync
+        last_reason: str | None = None
         while not self._stopping:
             attempt = self._backoff.attempt + 1
-            self._set_status(ConnectionStatus(ConnState.CONNECTING, attempt, since=time.time()))
+            # The previous failure stays visible while we try again.
+            self._set_status(
+                ConnectionStatus(
+                    ConnState.CONNECTING, attempt, reason=last_reason, since=time.time()
+                )
+            )
             started = time.monotonic()
             prompt = False
             try:
@@ -481,6 +487,7 @@ class Engine:
             ):
                 self._backoff.reset()
             self._online_since = None
+            last_reason = reason
             delay = self._backoff.prompt_delay() if prompt else self._backoff.next_delay()
             log.info("connection ended after %.1fs: %s", time.monotonic() - started, reason)
             self._set_status(
@@ -512,7 +519,10 @@ class Engine:
                 open_timeout=sync.connect_timeout,
                 ping_interval=sync.ping_interval,
                 ping_timeout=sync.ping_timeout,
-                close_timeout=2,
+                # After a keepalive timeout the library still waits this long for the
+                # peer's close before the session ends: a blackholed link would show
+                # "online" for 2 s more than the keepalive settings promise.
+                close_timeout=min(2.0, sync.ping_timeout),
                 max_size=MAX_FRAME,
                 compression=None,
                 ssl=self._ssl if url.startswith("wss://") else None,
@@ -523,6 +533,10 @@ class Engine:
             return f"invalid server URL: {exc}"
         except InvalidHandshake as exc:
             return f"handshake failed: {exc}"
+        if self._stopping:
+            # stop() ran during the handshake, when there was no socket to close yet.
+            await ws.close()
+            return "stopped"
         self._ws = ws
         try:
             return await self._converse(ws)
@@ -678,9 +692,8 @@ class Engine:
         self._mark_dirty(peer)
         if own and self._confirm_own(client_id, conv, seq):
             return
-        view = self.store.message_view(conv, seq)
-        if view is not None:
-            self._emit(MessageAdded(view, replay=replay))
+        view = self.store.stored_view(conv, seq, sender, to, client_id, body, ts)
+        self._emit(MessageAdded(view, replay=replay))
 
     def _confirm_own(self, client_id: str, conv: str, seq: int) -> bool:
         """Our own message came back: if we hold it unsent, it is that message, now sent."""

@@ -148,6 +148,9 @@ class LocalStore:
         self._peer_of: dict[str, str] = {}
         self._conv_of: dict[str, str] = {}
         self._wm: dict[str, int] = {}
+        # Highest stored seq per conversation, filled lazily (see _top_seq): it bounds the
+        # watermark scan, so in-order messages need no lookup to advance the watermark.
+        self._top: dict[str, int] = {}
         for peer, conv, wm in self._db.execute("SELECT peer, conv, wm FROM conversations"):
             if conv is not None:
                 self._peer_of[conv] = peer
@@ -208,6 +211,7 @@ class LocalStore:
         self._peer_of.clear()
         self._conv_of.clear()
         self._wm.clear()
+        self._top.clear()
 
     def watermarks(self) -> dict[str, int]:
         return {conv: wm for conv, wm in self._wm.items() if wm > 0}
@@ -245,31 +249,42 @@ class LocalStore:
         )
         if cur.rowcount == 0:
             return False
+        top = self._top.get(conv)
+        if top is None:
+            self._top_seq(conv)  # reads the table, which now includes this seq
+        elif seq > top:
+            self._top[conv] = seq
         peer = self._peer_of[conv]
-        if sender != self.user and seq > self._read_seq(peer):
-            self._db.execute(
-                "UPDATE conversations SET unread=unread+1, last_ts=max(last_ts, ?) WHERE peer=?",
-                (ts, peer),
-            )
-        else:
-            self._db.execute(
-                "UPDATE conversations SET last_ts=max(last_ts, ?) WHERE peer=?", (ts, peer)
-            )
+        # One statement: unread counts messages from the peer above our read position.
+        self._db.execute(
+            "UPDATE conversations SET unread=unread+(CASE WHEN ? AND ?>read_seq THEN 1 ELSE 0 END),"
+            " last_ts=max(last_ts, ?) WHERE peer=?",
+            (sender != self.user, seq, ts, peer),
+        )
         return True
 
-    def _read_seq(self, peer: str) -> int:
-        row = self._db.execute(
-            "SELECT read_seq FROM conversations WHERE peer=?", (peer,)
-        ).fetchone()
-        return int(row[0]) if row else 0
+    def _top_seq(self, conv: str) -> int:
+        """The highest stored seq of ``conv`` (0 if none), cached after the first query."""
+        top = self._top.get(conv)
+        if top is None:
+            row = self._db.execute("SELECT max(seq) FROM messages WHERE conv=?", (conv,)).fetchone()
+            top = int(row[0]) if row and row[0] is not None else 0
+            self._top[conv] = top
+        return top
 
     def advance_watermark(self, conv: str) -> int:
         """Move the watermark over every contiguous stored seq; return it."""
         wm = self._wm.get(conv, 0)
         start = wm
-        while self._db.execute(
-            "SELECT 1 FROM messages WHERE conv=? AND seq=?", (conv, wm + 1)
-        ).fetchone():
+        top = self._top_seq(conv)
+        # Nothing is stored above top, and top itself is stored: in-order arrival
+        # (wm + 1 == top) needs no lookup at all.
+        while wm < top and (
+            wm + 1 == top
+            or self._db.execute(
+                "SELECT 1 FROM messages WHERE conv=? AND seq=?", (conv, wm + 1)
+            ).fetchone()
+        ):
             wm += 1
         if wm != start:
             self._begin()
@@ -283,6 +298,12 @@ class LocalStore:
     def lowest_seq(self, conv: str) -> int | None:
         row = self._db.execute("SELECT min(seq) FROM messages WHERE conv=?", (conv,)).fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    def stored_view(
+        self, conv: str, seq: int, sender: str, to: str, client_id: str, body: str, ts: int
+    ) -> ChatMessage:
+        """The view of a message just stored with these values (no read back)."""
+        return self._msg_view((conv, seq, sender, to, client_id, body, ts))
 
     def message_view(self, conv: str, seq: int) -> ChatMessage | None:
         row = self._db.execute(

@@ -42,7 +42,7 @@ from tui_chat.protocol import (
 )
 from tui_chat.server import db
 from tui_chat.server.config import ServerConfig
-from tui_chat.server.session import Session, TokenBucket
+from tui_chat.server.session import CLOSE_TIMEOUT, Session, TokenBucket, close_within
 from tui_chat.server.writer import (
     Outcome,
     ReadRequest,
@@ -134,7 +134,7 @@ class ChatServer:
             ping_interval=ka.ping_interval,
             ping_timeout=ka.ping_timeout,
             compression=None,
-            close_timeout=2,
+            close_timeout=CLOSE_TIMEOUT,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -147,9 +147,16 @@ class ChatServer:
         if self._server is None:
             return
         self._server.close(close_connections=False)
-        sessions = [s for group in self._sessions.values() for s in group]
+        # Every connection, including those still waiting to send their hello (they
+        # would otherwise hold shutdown for the hello timeout), and bounded, so that a
+        # client that does not read cannot hold it at all.
+        conns = set(self._server.connections)
+        conns.update(s.ws for group in self._sessions.values() for s in group)
         await asyncio.gather(
-            *(s.ws.close(CloseCode.SERVICE_RESTART, "server restart") for s in sessions),
+            *(
+                close_within(ws, CloseCode.SERVICE_RESTART, "server restart", CLOSE_TIMEOUT)
+                for ws in conns
+            ),
             return_exceptions=True,
         )
         await self._server.wait_closed()

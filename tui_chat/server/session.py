@@ -7,6 +7,7 @@ import collections
 import contextlib
 import logging
 import time
+from typing import Final
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -14,6 +15,29 @@ from websockets.exceptions import ConnectionClosed
 from tui_chat.protocol import CloseCode
 
 log = logging.getLogger(__name__)
+
+
+# How long a close may wait for a peer that does not read before the socket is dropped.
+CLOSE_TIMEOUT: Final = 2.0
+# A peer closed for being slow gets longer, so that a slow but live link can drain up to
+# the 4409 close frame and learn why (it resumes from its cursors either way).
+SLOW_CLOSE_TIMEOUT: Final = 10.0
+
+
+async def close_within(ws: ServerConnection, code: int, reason: str, limit: float) -> None:
+    """Close with ``code``, but abort the TCP connection if that takes over ``limit`` seconds.
+
+    ``ServerConnection.close`` first waits until the close frame is written; while the
+    peer's receive window is full that never happens, and websockets' own close_timeout
+    only starts afterwards. Without this bound one client that stops reading would hold
+    its connection (and a server shutdown) until keepalive noticed, or for ever with
+    keepalive disabled.
+    """
+    try:
+        async with asyncio.timeout(limit):
+            await ws.close(code, reason)
+    except TimeoutError:
+        ws.transport.abort()
 
 
 class TokenBucket:
@@ -50,6 +74,7 @@ class Session:
         self._wakeup = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
         self._closing = False
+        self._close_task: asyncio.Task[None] | None = None
         # While replaying, live messages wait in the queue; afterwards those
         # the replay already covered (seq <= replayed[conv]) are skipped.
         self.replayed: dict[str, int] = {}
@@ -61,8 +86,14 @@ class Session:
             self._closing = True
             self._queue.clear()
             log.info("closing slow connection of %s: outgoing queue full", self.user)
-            asyncio.get_running_loop().create_task(
-                self.ws.close(CloseCode.TOO_SLOW, "too slow: resume from your cursors")
+            # Keep a reference: the loop holds tasks only weakly.
+            self._close_task = asyncio.get_running_loop().create_task(
+                close_within(
+                    self.ws,
+                    CloseCode.TOO_SLOW,
+                    "too slow: resume from your cursors",
+                    SLOW_CLOSE_TIMEOUT,
+                )
             )
             return
         self._queue.append((conv, seq, data))

@@ -201,10 +201,10 @@ class ServerProcess:
         """SIGKILL the server (no shutdown code runs) and return its exit code."""
         return self._reap(signal.SIGKILL)
 
-    def terminate(self, timeout: float | None = None) -> int:
+    def terminate(self, grace: float | None = None) -> int:
         """SIGTERM the server, wait for it to exit and return its exit code.
 
-        If it does not exit within ``timeout`` (default ``stop_timeout``) it is killed
+        If it does not exit within ``grace`` seconds (default ``stop_timeout``) it is killed
         and :class:`TimeoutError` is raised: a server that hangs on shutdown is a bug.
         """
         proc = self._proc
@@ -212,7 +212,7 @@ class ServerProcess:
             return self._reap(None)
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(self.stop_timeout if timeout is None else timeout)
+            proc.wait(self.stop_timeout if grace is None else grace)
         except subprocess.TimeoutExpired:
             self._reap(signal.SIGKILL)
             raise TimeoutError(self._describe("server did not exit after SIGTERM")) from None
@@ -265,8 +265,8 @@ class ServerProcess:
     async def akill(self) -> int:
         return await asyncio.to_thread(self.kill)
 
-    async def aterminate(self, timeout: float | None = None) -> int:
-        return await asyncio.to_thread(self.terminate, timeout)
+    async def aterminate(self, grace: float | None = None) -> int:
+        return await asyncio.to_thread(self.terminate, grace)
 
     async def arestart(self) -> Self:
         return await asyncio.to_thread(self.restart)

@@ -1,0 +1,676 @@
+"""Client engine benchmark: catch-up after a long absence, and send→sent latency.
+
+Run from the repository root with the project's virtualenv::
+
+    .venv/bin/python benchmarks/catchup_bench.py              # 50,000 msgs / 20 convs, 3 repeats
+    .venv/bin/python benchmarks/catchup_bench.py --messages 5000 --latency-messages 50 \\
+        --repeat 1                                             # smoke
+
+What runs, all on 127.0.0.1:
+
+* the server: the real ``tui-chat-server serve`` CLI as a separate OS process (its CPU is
+  not in the client's process), on a temporary SQLite database, default durability
+  (``synchronous=FULL``, group commit), with a generated ``server.toml`` that raises the
+  per-connection rate limit (``[limits] rate = burst = 100000``);
+* the server's database is filled *directly* before the server starts (not through the
+  server: that would take minutes and measure the server's writer, which is not the
+  subject here). It is written with the schema and semantics of
+  ``tui_chat/server/writer.py``: one ``conversations`` row per (peer, reader) pair with
+  canonical member order, ``"c" + 12 hex`` ids and ``last_seq``; messages with seq
+  ``1..n`` per conversation, unique 22-character client ids, bodies of 20-200 characters,
+  increasing timestamps. ``--messages`` are spread round-robin over ``--conversations``
+  peers, all addressed to the user ``reader``.
+
+Every repeat measures, in this process (the client side):
+
+1. **engine catch-up**: a fresh local store (the reader's engine has never connected, so
+   its watermarks are empty), ``Engine.run()`` started; the clock runs from ``run()`` (it
+   connects) until the ``Synced`` event has been emitted, the store has no open
+   transaction and ``store.watermarks()`` equals the server's ``last_seq`` of every
+   conversation. Afterwards (untimed) a separate SQLite connection checks the committed
+   store holds every message with the right watermarks.
+2. **decode floor**: ``tui_chat.protocol.decode_server`` over the same messages as the exact
+   ``message`` frames the server sends (encoded with ``tui_chat.protocol.encode``), no I/O.
+3. **raw receive floor**: a bare ``websockets`` client (same connect options as the engine)
+   sends the ``hello`` with no cursors and receives + decodes every frame until ``synced``;
+   no store, no events. This includes the server's own replay speed, so it is the floor for
+   anything a client can do with this server.
+4. **send→sent latency**, after the catch-up: an engine logged in as ``lat_e`` and a bare
+   websocket client logged in as ``lat_b`` (both online, both sending to user ``sink``)
+   alternate ``--latency-messages`` sequential sends: the engine's from just before
+   ``engine.send()`` (which commits the outbox row durably before it returns) to the
+   ``MessageChanged`` event with state ``sent``; the bare client's from the ``send`` frame
+   to its ``ack``. Alternating one by one keeps the server and disk in the same state for
+   both.
+
+Figures are medians over ``--repeat``; one warm-up raw receive runs first so the server's
+page cache is warm for everyone. ``--profile FILE`` wraps the engine catch-up of the first
+repeat in cProfile and prints its top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import cProfile
+import json
+import os
+import platform
+import pstats
+import random
+import re
+import secrets
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# The benchmark is run as a script; make the repository importable without installing it.
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from websockets.asyncio.client import connect  # noqa: E402
+
+from tui_chat import protocol as p  # noqa: E402
+from tui_chat.core import engine as engine_mod  # noqa: E402
+from tui_chat.core.config import (  # noqa: E402
+    AccountSection,
+    ClientConfig,
+    ServerSection,
+    StorageSection,
+)
+from tui_chat.core.engine import Engine  # noqa: E402
+from tui_chat.core.models import Event, MessageChanged, OutState, Synced  # noqa: E402
+from tui_chat.server import db  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LISTEN_RE = re.compile(r"listening on ws://127\.0\.0\.1:(\d+)")
+TARGET_RATE = 20_000.0  # messages/s for the engine catch-up (issue 3, item 11)
+READER = "reader"
+
+_TEXT = (
+    "the quick brown fox jumps over lazy dog ok sure see you at noon tomorrow is fine "
+    "did you push the fix yet? the build is green again lunch café 🙂 ping me when the "
+    "deploy is done thanks! meeting moved to 3pm can't make it sorry running late"
+)
+WORDS = tuple(_TEXT.split())
+
+
+# ===================================================================== server side
+
+
+def _client_id(rng: random.Random) -> str:
+    # Like Engine's new_client_id(): 128 random bits, URL-safe base64, 22 characters.
+    return base64.urlsafe_b64encode(rng.getrandbits(128).to_bytes(16, "big")).decode()[:22]
+
+
+def _body(rng: random.Random) -> str:
+    target = rng.randint(20, 200)
+    out: list[str] = []
+    size = 0
+    while size < target:
+        w = rng.choice(WORDS)
+        out.append(w)
+        size += len(w) + 1
+    return " ".join(out)[:target].strip() or "hi"
+
+
+def fill_server_db(path: Path, messages: int, conversations: int, seed: int) -> dict[str, Any]:
+    """Create users and write the backlog with the writer's schema and semantics.
+
+    Returns the tokens and, per conversation id, its ``last_seq``.
+    """
+    conn, _epoch = db.open_db(path)
+    rng = random.Random(seed)
+    tokens: dict[str, str] = {}
+    peers = [f"peer{i:03d}" for i in range(conversations)]
+    conn.execute("BEGIN IMMEDIATE")
+    for name in [READER, "lat_e", "lat_b", "sink", *peers]:
+        tokens[name] = db.add_user(conn, name)
+    convs: list[tuple[str, str]] = []  # (conv id, peer)
+    for peer in peers:
+        conv = "c" + secrets.token_hex(6)
+        a, b = p.direct_conv_members(peer, READER)
+        conn.execute(
+            "INSERT INTO conversations(id, user_a, user_b, last_seq) VALUES (?, ?, ?, 0)",
+            (conv, a, b),
+        )
+        convs.append((conv, peer))
+    last: dict[str, int] = {c: 0 for c, _ in convs}
+    ts0 = db.now_ms() - messages * 10
+    rows = []
+    for i in range(messages):
+        conv, peer = convs[i % conversations]
+        last[conv] += 1
+        rows.append((conv, last[conv], peer, READER, _client_id(rng), _body(rng), ts0 + i * 10))
+    conn.executemany(
+        "INSERT INTO messages(conv, seq, sender, recipient, client_id, body, ts) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    for conv, seq in last.items():
+        conn.execute("UPDATE conversations SET last_seq=? WHERE id=?", (seq, conv))
+    conn.execute("COMMIT")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return {"tokens": tokens, "last_seq": last}
+
+
+def load_frames(path: Path) -> list[bytes]:
+    """The exact ``message`` frames the server's replay sends, in replay order."""
+    conn = sqlite3.connect(path)
+    frames: list[bytes] = []
+    try:
+        convs = db.conversations_of(conn, READER)
+        for conv, last_seq in convs.items():
+            for m in db.messages_after(conn, conv, 0, last_seq):
+                frames.append(
+                    p.encode(p.Message(m.conv, m.seq, m.sender, m.to, m.client_id, m.body, m.ts))
+                )
+    finally:
+        conn.close()
+    return frames
+
+
+class ServerProcess:
+    def __init__(self, workdir: Path, db_path: Path) -> None:
+        self.workdir = workdir
+        self.db_path = db_path
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    def start(self, timeout: float = 30.0) -> None:
+        toml = self.workdir / "server.toml"
+        toml.write_text("[limits]\nrate = 100000\nburst = 100000\n")
+        cmd = [
+            sys.executable,
+            "-m",
+            "tui_chat.server.cli",
+            "serve",
+            "--db",
+            str(self.db_path),
+            "--port",
+            "0",
+            "--config",
+            str(toml),
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=(self.workdir / "server.stderr").open("w"),
+            text=True,
+        )
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            m = LISTEN_RE.search(line)
+            if m:
+                self.port = int(m.group(1))
+                return
+        self.stop()
+        err = (self.workdir / "server.stderr").read_text()[-2000:]
+        raise RuntimeError(f"server did not start: {err}")
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+# ===================================================================== measurements
+
+
+def _config(user: str, token: str, url: str, store_dir: Path) -> ClientConfig:
+    return ClientConfig(
+        account=AccountSection(user=user, token=token),
+        server=ServerSection(url=url),
+        storage=StorageSection(dir=str(store_dir)),
+    )
+
+
+class _Cpu:
+    """Client-process and server-process CPU seconds over a measured span."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.c0 = time.process_time()
+        self.s0 = server.cpu_seconds()
+
+    def done(self) -> tuple[float, float]:
+        return time.process_time() - self.c0, self.server.cpu_seconds() - self.s0
+
+
+def measure_decode(frames: list[bytes]) -> float:
+    decode = p.decode_server
+    t0 = time.perf_counter()
+    for f in frames:
+        decode(f)
+    return time.perf_counter() - t0
+
+
+async def measure_raw_receive(server: ServerProcess, token: str, expected: int) -> dict[str, float]:
+    cpu = _Cpu(server)
+    t0 = time.perf_counter()
+    async with connect(
+        server.url,
+        proxy=None,
+        max_size=engine_mod.MAX_FRAME,
+        compression=None,
+        ping_interval=None,
+    ) as ws:
+        hello = p.Hello(v=p.PROTOCOL_VERSION, user=READER, token=token, cursors={})
+        await ws.send(p.encode(hello), text=True)
+        count = 0
+        async for raw in ws:
+            frame = p.decode_server(raw)
+            if isinstance(frame, p.Message):
+                count += 1
+            elif isinstance(frame, p.Synced):
+                break
+        elapsed = time.perf_counter() - t0
+    client_cpu, server_cpu = cpu.done()
+    if count != expected:
+        raise RuntimeError(f"raw receive got {count} messages, expected {expected}")
+    return {"seconds": elapsed, "client_cpu": client_cpu, "server_cpu": server_cpu}
+
+
+async def measure_engine_catchup(
+    server: ServerProcess,
+    token: str,
+    store_dir: Path,
+    last_seq: dict[str, int],
+    limit_s: float,
+    profile: Path | None,
+) -> dict[str, float]:
+    engine = Engine(_config(READER, token, server.url, store_dir), token)
+    synced: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    events = 0
+
+    def on_event(ev: Event) -> None:
+        nonlocal events
+        events += 1
+        if isinstance(ev, Synced) and not synced.done():
+            synced.set_result(ev.applied)
+
+    engine.subscribe(on_event)
+    prof = cProfile.Profile() if profile is not None else None
+    cpu = _Cpu(server)
+    if prof is not None:
+        prof.enable()
+    t0 = time.perf_counter()
+    task = asyncio.create_task(engine.run())
+    try:
+        applied = await asyncio.wait_for(asyncio.shield(synced), limit_s)
+        # Synced is emitted right after the engine's flush; poll in case a gap fetch or
+        # a later commit is still outstanding (it should not be).
+        while engine.store.dirty or engine.store.watermarks() != last_seq:
+            if time.perf_counter() - t0 > limit_s:
+                raise TimeoutError("watermarks never reached the server's last seqs")
+            await asyncio.sleep(0.001)
+        elapsed = time.perf_counter() - t0
+        if prof is not None:
+            prof.disable()
+        client_cpu, server_cpu = cpu.done()
+    finally:
+        await engine.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 30)
+        engine.close()
+    if prof is not None:
+        assert profile is not None
+        prof.dump_stats(profile)
+    # Untimed check with a separate connection: everything is committed.
+    path = engine.store.path
+    conn = sqlite3.connect(path)
+    try:
+        stored = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
+        wms = dict(conn.execute("SELECT conv, wm FROM conversations").fetchall())
+    finally:
+        conn.close()
+    expected = sum(last_seq.values())
+    if stored != expected or wms != last_seq or applied != expected:
+        raise RuntimeError(
+            f"catch-up incomplete: stored {stored}, applied {applied}, expected {expected}"
+        )
+    return {
+        "seconds": elapsed,
+        "client_cpu": client_cpu,
+        "server_cpu": server_cpu,
+        "events": float(events),
+        "store_mb": path.stat().st_size / 1e6,
+    }
+
+
+async def measure_latency(
+    server: ServerProcess, tokens: dict[str, str], store_dir: Path, n: int, limit_s: float
+) -> dict[str, list[float]]:
+    engine = Engine(_config("lat_e", tokens["lat_e"], server.url, store_dir), tokens["lat_e"])
+    loop = asyncio.get_running_loop()
+    online: asyncio.Future[None] = loop.create_future()
+    waiting: dict[str, asyncio.Future[float]] = {}
+
+    def on_event(ev: Event) -> None:
+        if isinstance(ev, Synced) and not online.done():
+            online.set_result(None)
+        elif isinstance(ev, MessageChanged) and ev.message.state is OutState.SENT:
+            fut = waiting.pop(ev.message.client_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(time.perf_counter())
+
+    engine.subscribe(on_event)
+    task = asyncio.create_task(engine.run())
+    engine_ms: list[float] = []
+    send_call_ms: list[float] = []
+    bare_ms: list[float] = []
+    try:
+        await asyncio.wait_for(online, limit_s)
+        async with connect(
+            server.url, proxy=None, max_size=engine_mod.MAX_FRAME, compression=None
+        ) as ws:
+            hello = p.Hello(v=p.PROTOCOL_VERSION, user="lat_b", token=tokens["lat_b"])
+            await ws.send(p.encode(hello), text=True)
+            while not isinstance(p.decode_server(await ws.recv()), p.Synced):
+                pass
+            body = "latency probe " + "x" * 60
+            for i in range(n):
+                # Engine: from the call to the MessageChanged(sent) event.
+                t0 = time.perf_counter()
+                fut: asyncio.Future[float] = loop.create_future()
+                view = engine.send("sink", body)
+                t1 = time.perf_counter()
+                waiting[view.client_id] = fut
+                done = await asyncio.wait_for(fut, limit_s)
+                engine_ms.append((done - t0) * 1000)
+                send_call_ms.append((t1 - t0) * 1000)
+                # Bare websocket: send frame -> ack (skipping the echo of the last one).
+                cid = f"bare{i:06d}"
+                frame = p.Send(client_id=cid, to="sink", body=body)
+                t0 = time.perf_counter()
+                await ws.send(p.encode(frame), text=True)
+                while True:
+                    reply = p.decode_server(await asyncio.wait_for(ws.recv(), limit_s))
+                    if isinstance(reply, p.Ack) and reply.client_id == cid:
+                        break
+                    if isinstance(reply, p.Reject):
+                        raise RuntimeError(f"bare send rejected: {reply.reason}")
+                bare_ms.append((time.perf_counter() - t0) * 1000)
+    finally:
+        await engine.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 30)
+        engine.close()
+    return {"engine": engine_ms, "send_call": send_call_ms, "bare": bare_ms}
+
+
+# ===================================================================== reporting
+
+
+def _pct(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(-(-q * len(s) // 100)) - 1))
+    return s[k]
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    import msgspec
+    from websockets.version import version as websockets_version
+
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "sqlite": sqlite3.sqlite_version,
+        "msgspec": msgspec.__version__,
+        "websockets": websockets_version,
+        "kernel": platform.release(),
+    }
+
+
+def summarize(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    def med(key: str, sub: str) -> float:
+        return _median([r[key][sub] for r in runs])
+
+    eng_s = med("engine", "seconds")
+    raw_s = med("raw", "seconds")
+    dec_s = _median([r["decode_seconds"] for r in runs])
+    lat = [r["latency"] for r in runs]
+    out: dict[str, Any] = {
+        "messages": n,
+        "engine_rate": n / eng_s,
+        "engine_seconds": eng_s,
+        "engine_rates": [n / r["engine"]["seconds"] for r in runs],
+        "engine_client_cpu": med("engine", "client_cpu"),
+        "engine_server_cpu": med("engine", "server_cpu"),
+        "raw_rate": n / raw_s,
+        "raw_seconds": raw_s,
+        "raw_rates": [n / r["raw"]["seconds"] for r in runs],
+        "raw_client_cpu": med("raw", "client_cpu"),
+        "raw_server_cpu": med("raw", "server_cpu"),
+        "decode_rate": n / dec_s,
+        "decode_seconds": dec_s,
+        "engine_vs_decode": eng_s / dec_s,
+        "engine_vs_raw": eng_s / raw_s,
+        "store_mb": med("engine", "store_mb"),
+        "pass": n / eng_s >= TARGET_RATE,
+    }
+    for kind in ("engine", "bare", "send_call"):
+        out[f"lat_{kind}_p50"] = _median([_pct(x[kind], 50) for x in lat])
+        out[f"lat_{kind}_p99"] = _median([_pct(x[kind], 99) for x in lat])
+    out["lat_ratio_p50"] = out["lat_engine_p50"] / out["lat_bare_p50"]
+    out["lat_ratio_p99"] = out["lat_engine_p99"] / out["lat_bare_p99"]
+    return out
+
+
+def print_report(s: dict[str, Any], args: argparse.Namespace, machine: dict[str, Any]) -> None:
+    n = s["messages"]
+    print()
+    print(
+        f"catch-up of {n:,} messages in {args.conversations} conversations, "
+        f"medians of {args.repeat} repeat(s)"
+    )
+    print(
+        f"machine: {machine['nproc']} cpu ({machine['cpu']}), Python {machine['python']}, "
+        f"SQLite {machine['sqlite']}, msgspec {machine['msgspec']}, "
+        f"websockets {machine['websockets']}"
+    )
+    print()
+    hdr = f"{'measurement':<34}{'seconds':>9}{'msgs/s':>11}{'client cpu':>12}{'server cpu':>12}"
+    print(hdr)
+    print("-" * len(hdr))
+    print(
+        f"{'engine catch-up (run→synced+stored)':<34}{s['engine_seconds']:>9.3f}"
+        f"{s['engine_rate']:>11,.0f}{s['engine_client_cpu']:>11.2f}s{s['engine_server_cpu']:>11.2f}s"
+    )
+    print(
+        f"{'raw websocket receive+decode':<34}{s['raw_seconds']:>9.3f}"
+        f"{s['raw_rate']:>11,.0f}{s['raw_client_cpu']:>11.2f}s{s['raw_server_cpu']:>11.2f}s"
+    )
+    print(
+        f"{'decode_server only (no I/O)':<34}{s['decode_seconds']:>9.3f}"
+        f"{s['decode_rate']:>11,.0f}{'':>12}{'':>12}"
+    )
+    print()
+    print(f"engine / decode time        {s['engine_vs_decode']:8.1f}x")
+    print(f"engine / raw receive time   {s['engine_vs_raw']:8.2f}x")
+    rates = ", ".join(f"{r:,.0f}" for r in s["engine_rates"])
+    verdict = "PASS" if s["pass"] else "MISS"
+    print(f"engine catch-up per repeat: {rates} msgs/s")
+    print(f"target >= {TARGET_RATE:,.0f} msgs/s: {verdict}")
+    print()
+    lm = args.latency_messages
+    hdr = f"{'send→sent latency (' + str(lm) + ' sequential)':<40}{'p50 ms':>9}{'p99 ms':>9}"
+    print(hdr)
+    print("-" * len(hdr))
+    print(
+        f"{'engine.send → MessageChanged(sent)':<40}"
+        f"{s['lat_engine_p50']:>9.2f}{s['lat_engine_p99']:>9.2f}"
+    )
+    print(
+        f"{'  of which engine.send() call':<40}"
+        f"{s['lat_send_call_p50']:>9.2f}{s['lat_send_call_p99']:>9.2f}"
+    )
+    print(f"{'bare websocket send → ack':<40}{s['lat_bare_p50']:>9.2f}{s['lat_bare_p99']:>9.2f}")
+    print(f"{'ratio engine / bare':<40}{s['lat_ratio_p50']:>9.2f}{s['lat_ratio_p99']:>9.2f}")
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    print(f"\ncProfile of the engine catch-up (repeat 1), top {top} by own time ({path}):")
+    pstats.Stats(str(path)).sort_stats("tottime").print_stats(top)
+
+
+# ===================================================================== main
+
+
+async def run_all(args: argparse.Namespace, base: Path) -> tuple[list[dict[str, Any]], int]:
+    db_path = base / "server.db"
+    t = time.perf_counter()
+    filled = fill_server_db(db_path, args.messages, args.conversations, args.seed)
+    frames = load_frames(db_path)
+    print(
+        f"filled server db directly: {len(frames):,} messages, {args.conversations} "
+        f"conversations, {db_path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t:.1f}s",
+        flush=True,
+    )
+    tokens: dict[str, str] = filled["tokens"]
+    last_seq: dict[str, int] = filled["last_seq"]
+    server = ServerProcess(base, db_path)
+    server.start()
+    runs: list[dict[str, Any]] = []
+    deadline = time.monotonic() + args.max_seconds
+    try:
+        warm = await asyncio.wait_for(
+            measure_raw_receive(server, tokens[READER], len(frames)), args.timeout
+        )
+        print(f"warm-up raw receive: {len(frames) / warm['seconds']:,.0f} msgs/s", flush=True)
+        for rep in range(args.repeat):
+            if rep and time.monotonic() > deadline:
+                print(f"--max-seconds reached after {rep} repeat(s)", flush=True)
+                break
+            profile = base / "catchup.prof" if args.profile and rep == 0 else None
+            eng = await measure_engine_catchup(
+                server,
+                tokens[READER],
+                base / f"reader-{rep}",
+                last_seq,
+                args.timeout,
+                profile,
+            )
+            if profile is not None:
+                shutil.copy(profile, args.profile)
+            raw = await asyncio.wait_for(
+                measure_raw_receive(server, tokens[READER], len(frames)), args.timeout
+            )
+            dec = measure_decode(frames)
+            lat = await measure_latency(
+                server, tokens, base / f"lat-{rep}", args.latency_messages, args.timeout
+            )
+            run = {"engine": eng, "raw": raw, "decode_seconds": dec, "latency": lat}
+            runs.append(run)
+            n = len(frames)
+            print(
+                f"repeat {rep + 1}: engine {n / eng['seconds']:,.0f}/s, "
+                f"raw {n / raw['seconds']:,.0f}/s, decode {n / dec:,.0f}/s, "
+                f"latency p50 engine {_pct(lat['engine'], 50):.2f} ms / "
+                f"bare {_pct(lat['bare'], 50):.2f} ms",
+                flush=True,
+            )
+    finally:
+        server.stop()
+    return runs, len(frames)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--messages", type=int, default=50_000, help="backlog size")
+    ap.add_argument("--conversations", type=int, default=20, help="peers the backlog comes from")
+    ap.add_argument("--repeat", type=int, default=3, help="repeats; medians reported")
+    ap.add_argument(
+        "--latency-messages", type=int, default=500, help="sequential sends per client per repeat"
+    )
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per measurement")
+    ap.add_argument(
+        "--max-seconds", type=float, default=600.0, help="start no new repeat after this"
+    )
+    ap.add_argument("--seed", type=int, default=3)
+    ap.add_argument("--profile", type=Path, help="cProfile the first engine catch-up to FILE")
+    ap.add_argument("--json", type=Path, help="also write the results as JSON ('-' = stdout)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.messages < 1 or args.conversations < 1 or args.repeat < 1:
+        raise SystemExit("--messages, --conversations and --repeat must be >= 1")
+    base = Path(tempfile.mkdtemp(prefix="catchup-bench-"))
+    try:
+        runs, n = asyncio.run(run_all(args, base))
+    finally:
+        if args.keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+    machine = machine_info()
+    summary = summarize(runs, n)
+    print_report(summary, args, machine)
+    if args.profile:
+        print_profile(args.profile)
+    if args.json:
+        doc: dict[str, Any] = {
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "machine": machine,
+            "summary": summary,
+            "runs": runs,
+        }
+        text = json.dumps(doc, indent=2)
+        if str(args.json) == "-":
+            print(text)
+        else:
+            args.json.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

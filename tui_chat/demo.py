@@ -1,0 +1,178 @@
+"""The embedded demo: a local server, peers that answer, and a simulated outage.
+
+``tui-chat`` with no config file runs this, so a newcomer sees the whole life
+of a message (◷ → ✓, or ◷ → ✗ → retry → ✓) without setting anything up. The
+client reaches the server through a fault proxy; F6 cuts it (blackhole: the
+link looks alive but nothing arrives, the hardest case) and restores it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import random
+from pathlib import Path
+
+import platformdirs
+
+from tui_chat.core.config import (
+    AccountSection,
+    ClientConfig,
+    ServerSection,
+    StorageSection,
+    SyncSection,
+)
+from tui_chat.core.engine import Engine
+from tui_chat.core.models import Event, MessageAdded
+from tui_chat.core.store import LocalStore
+from tui_chat.server import db
+from tui_chat.server.app import ChatServer
+from tui_chat.testing.faultproxy import FaultProxy
+
+USER = "you"
+# name -> (reply delay range in seconds, replies)
+PEERS: dict[str, tuple[tuple[float, float], list[str]]] = {
+    "ada": (
+        (0.5, 1.5),
+        [
+            "Got it.",
+            "Nice! Try F6 to cut the network, then send me something.",
+            "Every message you send is stored locally before it leaves.",
+            "A ◷ turns into ✓ only when the server has committed it.",
+        ],
+    ),
+    "grace": (
+        (4.0, 8.0),
+        [
+            "Sorry, slow network on my side…",
+            "I read everything in order, no gaps, no duplicates.",
+            "If a message fails, select it with ↑ and press r to retry or d to give up.",
+        ],
+    ),
+    "linus": (
+        (1.0, 3.0),
+        [
+            "Markup is shown as typed: [bold]not bold[/] and [@click=app.quit]no click[/].",
+            "Control characters become visible: \x1b[31m is not red.",
+        ],
+    ),
+}
+
+DEMO_SYNC = SyncSection(
+    freshness_window=20.0,
+    ping_interval=2.0,
+    ping_timeout=2.0,
+    connect_timeout=3.0,
+    ack_timeout=4.0,
+    backoff_cap=5.0,
+)
+
+
+def demo_dir() -> Path:
+    return platformdirs.user_data_path("tui-chat") / "demo"
+
+
+class Demo:
+    """Owns the embedded server, the proxy and the answering peers."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or demo_dir()
+        self.server: ChatServer | None = None
+        self.proxy: FaultProxy | None = None
+        self.outage = False
+        self._bots: list[Engine] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _tokens(self) -> dict[str, str]:
+        """Accounts are made once; their tokens live beside the demo database."""
+        token_file = self.root / "tokens.json"
+        if token_file.exists():
+            tokens: dict[str, str] = json.loads(token_file.read_text())
+            return tokens
+        self.root.mkdir(parents=True, exist_ok=True)
+        conn, _ = db.open_db(self.root / "server.db")
+        try:
+            tokens = {name: db.add_user(conn, name) for name in (USER, *PEERS)}
+        finally:
+            conn.close()
+        token_file.write_text(json.dumps(tokens))
+        token_file.chmod(0o600)
+        return tokens
+
+    async def start(self) -> Engine:
+        """Start the server, the proxy and the peers; return the user's engine."""
+        tokens = self._tokens()
+        self.server = ChatServer(self.root / "server.db")
+        await self.server.start("127.0.0.1", 0)
+        self.proxy = FaultProxy("127.0.0.1", self.server.port)
+        await self.proxy.start()
+        for name in PEERS:
+            bot_store = LocalStore(self.root / "peers" / f"{name}.sqlite3", name)
+            bot = Engine(
+                self._config(name, self.server.url, tokens[name]), tokens[name], store=bot_store
+            )
+            bot.subscribe(functools.partial(self._answer, bot, name))
+            self._bots.append(bot)
+            self._tasks.append(asyncio.create_task(bot.run()))
+        cfg = self._config(USER, self.proxy.url, tokens[USER])
+        store = LocalStore(self.root / "client" / "you.sqlite3", USER)
+        engine = Engine(cfg, tokens[USER], store=store)
+        if not engine.conversations():
+            self._tasks.append(asyncio.create_task(self._greet()))
+        return engine
+
+    def _config(self, user: str, url: str, token: str) -> ClientConfig:
+        return ClientConfig(
+            account=AccountSection(user=user, token=token),
+            server=ServerSection(url=url),
+            storage=StorageSection(dir=str(self.root / user)),
+            sync=DEMO_SYNC,
+        )
+
+    async def _greet(self) -> None:
+        await asyncio.sleep(1.0)
+        greetings = {
+            "ada": "Hi! This is a demo on a local server. Write me something.",
+            "grace": "Hello from a slow peer: my answers take a few seconds.",
+            "linus": "I send odd text to show it is displayed safely.",
+        }
+        for bot, (name, text) in zip(self._bots, greetings.items(), strict=True):
+            with contextlib.suppress(ValueError):
+                bot.send(USER, text)
+            del name
+
+    def _answer(self, bot: Engine, name: str, event: Event) -> None:
+        if not isinstance(event, MessageAdded) or event.replay:
+            return
+        msg = event.message
+        if msg.own or msg.sender != USER:
+            return
+        delay_range, replies = PEERS[name]
+        delay = random.uniform(*delay_range)
+        reply = random.choice(replies)
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay, lambda: bot.send(USER, reply))
+
+    def toggle_outage(self) -> bool:
+        assert self.proxy is not None
+        self.outage = not self.outage
+        if self.outage:
+            self.proxy.blackhole()
+        else:
+            self.proxy.pass_through()
+        return self.outage
+
+    async def stop(self) -> None:
+        for bot in self._bots:
+            await bot.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for bot in self._bots:
+            bot.close()
+        if self.proxy is not None:
+            await self.proxy.stop()
+        if self.server is not None:
+            await self.server.stop()

@@ -1,0 +1,1 @@
+"""The Textual front end. It talks to the engine only through its public API."""

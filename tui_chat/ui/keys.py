@@ -1,0 +1,26 @@
+"""The binding ids users may remap in the ``[keys]`` table."""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+
+
+def binding_ids() -> set[str]:
+    from tui_chat.ui.app import ChatApp
+    from tui_chat.ui.message_view import MessageView
+    from tui_chat.ui.screens import HelpScreen, NewConversationScreen
+    from tui_chat.ui.widgets import Composer, ConversationList
+
+    ids: set[str] = set()
+    for cls in (
+        ChatApp,
+        MessageView,
+        Composer,
+        ConversationList,
+        HelpScreen,
+        NewConversationScreen,
+    ):
+        for binding in cls.BINDINGS:
+            if isinstance(binding, Binding) and binding.id:
+                ids.add(binding.id)
+    return ids

@@ -1,0 +1,340 @@
+"""The conversation pane: a line-rendered scroll view, not a widget per message.
+
+Textual's compositor asks for one line at a time (``render_line``); we map the
+line to its message with a binary search over each message's first line, and
+render messages to strips lazily, keeping a bounded cache. A new message costs
+one render and an append to the offsets, whatever the number already loaded.
+
+Order: confirmed messages by seq, then the unsent ones (pending, failed) in
+compose order. When an unsent message is confirmed it moves to its seq place,
+which is nearly always the end of the confirmed block.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from rich.style import Style
+from textual.binding import Binding
+from textual.cache import LRUCache
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.reactive import var
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from tui_chat.core.models import ChatMessage, OutState
+from tui_chat.ui.render import Hints, Styles, render_message
+
+Key = tuple[str, str]
+
+
+class MessageView(ScrollView, can_focus=True):
+    """Messages of one conversation, with a selection for retry / give up / edit."""
+
+    COMPONENT_CLASSES = {
+        "message-view--meta",
+        "message-view--own",
+        "message-view--peer",
+        "message-view--pending",
+        "message-view--failed",
+        "message-view--hint",
+        "message-view--selected",
+    }
+
+    BINDINGS = [
+        Binding("up", "select(-1)", "Previous", show=False, id="select_previous"),
+        Binding("down", "select(1)", "Next", show=False, id="select_next"),
+        Binding("pageup", "select(-10)", "Page up", show=False, id="select_page_up"),
+        Binding("pagedown", "select(10)", "Page down", show=False, id="select_page_down"),
+        Binding("r", "retry", "Retry", id="retry"),
+        Binding("d", "give_up", "Give up", id="give_up"),
+        Binding("e", "edit", "Edit", id="edit"),
+        Binding("end", "to_end", "Newest", show=False, id="newest"),
+        Binding("escape,tab,i", "leave", "Write", id="to_composer"),
+    ]
+
+    class Action(Message):
+        """The user asked for something on the selected message."""
+
+        def __init__(self, kind: str, message: ChatMessage) -> None:
+            super().__init__()
+            self.kind = kind  # "retry" | "give_up" | "edit"
+            self.message = message
+
+    class NeedOlder(Message):
+        def __init__(self, before: int) -> None:
+            super().__init__()
+            self.before = before
+
+    class Leave(Message):
+        pass
+
+    class UnseenChanged(Message):
+        def __init__(self, count: int) -> None:
+            super().__init__()
+            self.count = count
+
+    selected: var[int | None] = var(None)
+
+    def __init__(self, *, id: str | None = None, hints: Hints | None = None) -> None:
+        super().__init__(id=id)
+        self.items: list[ChatMessage] = []
+        self._index: dict[Key, int] = {}
+        self._offsets: list[int] = []  # first line of each item
+        self._heights: list[int] = []
+        self._total = 0
+        self._width = 0
+        self._cache: LRUCache[tuple[Key, int, bool], list[Strip]] = LRUCache(4096)
+        self._styles: Styles | None = None
+        self.hints = hints or Hints()
+        self.complete = True
+        self._loading_older = False
+        self.unseen = 0
+
+    # ------------------------------------------------------------ content
+
+    def set_messages(self, messages: list[ChatMessage], complete: bool) -> None:
+        """Show a conversation afresh (its newest page plus unsent messages)."""
+        self.items = list(messages)
+        self.complete = complete
+        self.selected = None
+        self._loading_older = False
+        self._set_unseen(0)
+        self._reindex(0)
+        self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def prepend(self, messages: list[ChatMessage], complete: bool) -> None:
+        """Older messages above; the lines on screen stay where they are."""
+        self._loading_older = False
+        self.complete = complete
+        new = [m for m in messages if m.key not in self._index]
+        if not new:
+            return
+        before = self._total
+        self.items[:0] = new
+        if self.selected is not None:
+            self.selected += len(new)
+        self._reindex(0)
+        self.scroll_to(y=self.scroll_y + (self._total - before), animate=False, immediate=True)
+
+    def upsert(self, msg: ChatMessage) -> None:
+        """Add a message or change it in place (its state, its place once confirmed)."""
+        at_end = self.is_vertical_scroll_end or self._total <= self.size.height
+        key = msg.key
+        old = self._index.get(key)
+        if old is not None:
+            self._invalidate(old)
+        if msg.state is OutState.GIVEN_UP:
+            if old is not None:
+                self._remove(old)
+            return
+        if old is not None:
+            current = self.items[old]
+            if current.seq == msg.seq:
+                self.items[old] = msg
+                self._reindex(old)
+                return
+            self._remove(old)
+        pos = self._position_for(msg)
+        self.items.insert(pos, msg)
+        if self.selected is not None and pos <= self.selected:
+            self.selected += 1
+        self._reindex(pos)
+        if old is None:
+            if at_end:
+                self.scroll_end(animate=False, immediate=True, x_axis=False)
+            elif not msg.own:
+                self._set_unseen(self.unseen + 1)
+
+    def _position_for(self, msg: ChatMessage) -> int:
+        if msg.seq is None:
+            return len(self.items)
+        # Confirmed messages come before every unsent one, in seq order.
+        lo, hi = 0, len(self.items)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            other = self.items[mid]
+            if other.seq is not None and other.seq < msg.seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def _remove(self, index: int) -> None:
+        del self.items[index]
+        if self.selected is not None:
+            if self.selected == index:
+                self.selected = min(index, len(self.items) - 1) if self.items else None
+            elif self.selected > index:
+                self.selected -= 1
+        self._reindex(index)
+
+    def lowest_seq(self) -> int | None:
+        for m in self.items:
+            if m.seq is not None:
+                return m.seq
+        return None
+
+    # ------------------------------------------------------------ layout
+
+    def _reindex(self, start: int) -> None:
+        """Recompute line offsets from item ``start`` on."""
+        items = self.items
+        del self._offsets[start:]
+        del self._heights[start:]
+        line = self._offsets[-1] + self._heights[-1] if self._offsets else 0
+        for i in range(start, len(items)):
+            self._index[items[i].key] = i
+            height = len(self._strips(i))
+            self._offsets.append(line)
+            self._heights.append(height)
+            line += height
+        if len(self._index) != len(items):
+            self._index = {m.key: i for i, m in enumerate(items)}
+        self._total = line
+        self.virtual_size = Size(self._width, self._total)
+        self.refresh()
+
+    def _strips(self, index: int) -> list[Strip]:
+        msg = self.items[index]
+        selected = index == self.selected
+        cache_key = (msg.key, self._width, selected)
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            # Keyed by message identity: upsert() evicts a message that changed.
+            return cached
+        strips = render_message(
+            msg, self._width, self.app.console, self._get_styles(), self.hints, selected=selected
+        )
+        self._cache[cache_key] = strips
+        return strips
+
+    def _get_styles(self) -> Styles:
+        if self._styles is None:
+            c = self.get_component_rich_style
+            self._styles = Styles(
+                base=self.rich_style,
+                meta=c("message-view--meta"),
+                own=c("message-view--own"),
+                peer=c("message-view--peer"),
+                pending=c("message-view--pending"),
+                failed=c("message-view--failed"),
+                hint=c("message-view--hint"),
+                selected=c("message-view--selected"),
+            )
+        return self._styles
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles = None
+        self._cache.clear()
+
+    def on_resize(self) -> None:
+        width = self.scrollable_content_region.width
+        if width != self._width:
+            at_end = self.is_vertical_scroll_end
+            self._width = width
+            self._cache.clear()
+            self._reindex(0)
+            if at_end:
+                self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def render_line(self, y: int) -> Strip:
+        scroll_x, scroll_y = self.scroll_offset
+        line = scroll_y + y
+        width = self.scrollable_content_region.width
+        if line >= self._total or not self.items:
+            return Strip.blank(width, self.rich_style)
+        i = bisect.bisect_right(self._offsets, line) - 1
+        strips = self._strips(i)
+        row = line - self._offsets[i]
+        strip = strips[row] if row < len(strips) else Strip.blank(width, self.rich_style)
+        return strip.crop_extend(scroll_x, scroll_x + width, Style())
+
+    # ------------------------------------------------------------ invalidation
+
+    def _invalidate(self, index: int) -> None:
+        key = self.items[index].key
+        for selected in (True, False):
+            self._cache.discard((key, self._width, selected))
+
+    def watch_selected(self, old: int | None, new: int | None) -> None:
+        if not self.items:
+            return
+        for i in (old, new):
+            if i is not None and 0 <= i < len(self.items):
+                self._invalidate(i)
+        self.refresh()
+        if new is not None and 0 <= new < len(self._offsets):
+            region = Region(0, self._offsets[new], max(1, self._width), self._heights[new])
+            self.scroll_to_region(region, animate=False, immediate=True)
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        if new <= 0 and not self.complete and not self._loading_older:
+            low = self.lowest_seq()
+            if low is not None and low > 1:
+                self._loading_older = True
+                self.post_message(self.NeedOlder(low))
+        if self.unseen and self.is_vertical_scroll_end:
+            self._set_unseen(0)
+
+    def _set_unseen(self, count: int) -> None:
+        if count != self.unseen:
+            self.unseen = count
+            self.post_message(self.UnseenChanged(count))
+
+    # ------------------------------------------------------------ actions
+
+    def current(self) -> ChatMessage | None:
+        if self.selected is None or not (0 <= self.selected < len(self.items)):
+            return None
+        return self.items[self.selected]
+
+    def select_last(self) -> None:
+        if self.items:
+            self.selected = len(self.items) - 1
+
+    def action_select(self, delta: int) -> None:
+        if not self.items:
+            return
+        if self.selected is None:
+            self.selected = len(self.items) - 1
+            return
+        target = self.selected + delta
+        if target < 0 and not self.complete:
+            self.scroll_home(animate=False)
+        self.selected = max(0, min(len(self.items) - 1, target))
+
+    def action_to_end(self) -> None:
+        self.selected = None
+        self.scroll_end(animate=False)
+        self._set_unseen(0)
+
+    def _act(self, kind: str) -> None:
+        msg = self.current()
+        if msg is None:
+            self.notify("Select a message first (↑/↓)", severity="warning", markup=False)
+            return
+        if not msg.own or msg.state not in (OutState.FAILED, OutState.PENDING):
+            self.notify(
+                "Only your unsent messages can be retried, given up or edited",
+                severity="warning",
+                markup=False,
+            )
+            return
+        self.post_message(self.Action(kind, msg))
+
+    def action_retry(self) -> None:
+        self._act("retry")
+
+    def action_give_up(self) -> None:
+        self._act("give_up")
+
+    def action_edit(self) -> None:
+        self._act("edit")
+
+    def action_leave(self) -> None:
+        self.selected = None
+        self.post_message(self.Leave())

@@ -1,0 +1,116 @@
+"""Turn one message into the terminal lines the message view paints.
+
+Everything a peer or server wrote goes through :func:`sanitize.clean` and into
+``rich.text.Text`` objects built from plain strings: it is never parsed as
+markup, so ``[bold]`` or ``[@click=app.quit]`` shows as typed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from rich.console import Console
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual.strip import Strip
+
+from tui_chat.core.models import ChatMessage, OutState
+from tui_chat.ui.sanitize import clean
+
+MARKS = {
+    OutState.PENDING: "◷",
+    OutState.SENT: "✓",
+    OutState.FAILED: "✗",
+    OutState.GIVEN_UP: "⌫",
+}
+
+
+@dataclass(frozen=True)
+class Styles:
+    base: Style
+    meta: Style
+    own: Style
+    peer: Style
+    pending: Style
+    failed: Style
+    hint: Style
+    selected: Style
+
+
+@dataclass(frozen=True)
+class Hints:
+    """Key names shown in the failure hint; they follow the user's key map."""
+
+    retry: str = "r"
+    give_up: str = "d"
+    edit: str = "e"
+
+
+def _time(ts: int) -> str:
+    return datetime.fromtimestamp(ts / 1000).strftime("%H:%M")
+
+
+def state_line(msg: ChatMessage, hints: Hints) -> str | None:
+    """The words under an own message that is not simply sent."""
+    if msg.state is OutState.FAILED:
+        reason = clean(msg.error or "not delivered", single_line=True)
+        if not reason.startswith("not "):
+            reason = f"not delivered: {reason}"
+        return f"✗ {reason} · {hints.retry} retry · {hints.give_up} give up · {hints.edit} edit"
+    if msg.held:
+        return "⏸ held: waits behind a failed message"
+    if msg.state is OutState.PENDING:
+        return "◷ maybe sent" + (f" (retrying: {clean(msg.error)})" if msg.error else "")
+    return None
+
+
+def render_message(
+    msg: ChatMessage,
+    width: int,
+    console: Console,
+    styles: Styles,
+    hints: Hints,
+    *,
+    selected: bool = False,
+) -> list[Strip]:
+    """The lines of one message (ending with a blank separator line)."""
+    width = max(width, 10)
+    bubble = max(8, min(width - 2, int(width * 0.75)))
+    body_style = styles.own if msg.own else styles.peer
+    if msg.state is OutState.FAILED:
+        body_style = body_style + styles.failed
+    elif msg.state is OutState.PENDING:
+        body_style = body_style + styles.pending
+    if selected:
+        body_style = body_style + styles.selected
+
+    if msg.own:
+        mark = MARKS.get(msg.state, "") if msg.state else ""
+        header = Text(f"{_time(msg.ts)} you {mark}", style=styles.meta)
+    else:
+        header = Text(clean(msg.sender, single_line=True), style=styles.meta + Style(bold=True))
+        header.append(f" · {_time(msg.ts)}", style=styles.meta)
+    lines: list[Text] = [header]
+
+    body = Text(clean(msg.body), style=body_style)
+    for line in body.wrap(console, bubble - 2, overflow="fold"):
+        line.pad_left(1)
+        line.pad_right(bubble - 1 - line.cell_len)
+        line.stylize(body_style)
+        lines.append(line)
+    extra = state_line(msg, hints) if msg.own else None
+    if extra:
+        hint = Text(extra, style=styles.hint if msg.state is not OutState.FAILED else styles.failed)
+        lines.extend(hint.wrap(console, bubble, overflow="fold"))
+
+    strips: list[Strip] = []
+    for line in lines:
+        line.truncate(width)
+        pad = width - line.cell_len if msg.own else 0
+        segments = [Segment(" " * pad, styles.base)] if pad > 0 else []
+        segments.extend(line.render(console))
+        strips.append(Strip(segments).extend_cell_length(width, styles.base))
+    strips.append(Strip.blank(width, styles.base))
+    return strips
