@@ -159,7 +159,9 @@ class ErrorCode:
     ALREADY_AUTHENTICATED: Final = "already_authenticated"
     NOT_MEMBER: Final = "not_member"
     RATE_LIMITED: Final = "rate_limited"
-    INTERNAL: Final = "internal"
+    UNSUPPORTED_VERSION: Final = "unsupported_version"
+    AUTH_FAILED: Final = "auth_failed"
+    AUTH_THROTTLED: Final = "auth_throttled"
     # reject
     UNKNOWN_PEER: Final = "unknown_peer"
     TOO_LONG: Final = "too_long"

@@ -48,7 +48,7 @@ Listener = Callable[[Event], None]
 
 FLUSH_DELAY: Final = 0.02  # seconds incoming writes may wait to share one commit
 GAP_PAGE: Final = 500
-MAX_FRAME: Final = 1 << 20
+MAX_FRAME: Final = 4 << 20  # history pages are capped at 512 KiB by the server
 
 _CLOSE_REASONS: Final = {
     1000: "the server closed the connection",
@@ -420,8 +420,11 @@ class Engine:
     # ------------------------------------------------------------ connection
 
     async def run(self) -> None:
-        """Run until :meth:`stop`: connect, catch up, send, reconnect on failure."""
-        self._stopping = False
+        """Run until :meth:`stop`: connect, catch up, send, reconnect on failure.
+
+        A :meth:`stop` that comes before this task first runs is honoured (it used to
+        be reset here, so run() never returned); an engine runs once.
+        """
         outbox = asyncio.create_task(self._outbox_loop(), name="tui-chat-outbox")
         try:
             await self._connection_loop()

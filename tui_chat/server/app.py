@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -57,6 +58,9 @@ from tui_chat.server.writer import (
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 1000
+# History replies stay well under the 1 MiB default frame limit of websockets clients.
+MAX_PAGE_BYTES = 512 * 1024
+_page_encoder = msgspec.json.Encoder()
 T = TypeVar("T")
 
 
@@ -215,22 +219,27 @@ class ChatServer:
             return None
         if frame.v != PROTOCOL_VERSION:
             await self._fail(
-                ws, "unsupported_version", f"protocol v{frame.v} not supported; use v1"
+                ws, ErrorCode.UNSUPPORTED_VERSION, f"protocol v{frame.v} not supported; use v1"
             )
             return None
-        if self._throttled(frame.user):
-            await self._send_error(ws, "auth_throttled", "too many failed logins; try later")
+        # Throttled per user name and address: one attacker cannot lock a user
+        # out everywhere, and cannot guess tokens fast from one place.
+        throttle_key = f"{frame.user}\0{_remote_host(ws)}"
+        if self._throttled(throttle_key):
+            await self._send_error(
+                ws, ErrorCode.AUTH_THROTTLED, "too many failed logins; try later"
+            )
             await ws.close(CloseCode.AUTH_THROTTLED, "too many failed logins")
             return None
         assert self._readers is not None
         user, token = frame.user, frame.token
         ok = await self._readers.run(lambda c: db.check_token(c, user, token))
         if not ok:
-            self._auth_failures[user].append(time.monotonic())
-            await self._send_error(ws, "auth_failed", "unknown user or wrong token")
+            self._auth_failures[throttle_key].append(time.monotonic())
+            await self._send_error(ws, ErrorCode.AUTH_FAILED, "unknown user or wrong token")
             await ws.close(CloseCode.AUTH_FAILED, "unknown user or wrong token")
             return None
-        self._auth_failures.pop(user, None)
+        self._auth_failures.pop(throttle_key, None)
         session = Session(ws, user, limits.max_outgoing)
         session.replayed = dict(frame.cursors)
         # Registered before the replay snapshot is read: anything committed
@@ -290,6 +299,12 @@ class ChatServer:
                     await session.ws.send(encode(frame), text=True)
                 after = page[-1].seq
             cursors[conv] = after
+        # Read positions change while a client is away too; they are small, so
+        # the replay always carries all of them.
+        conv_ids = list(convs)
+        positions = await self._readers.run(lambda c: db.read_positions(c, conv_ids))
+        for conv, reader, read_seq in positions:
+            await session.ws.send(encode(Receipt(conv, reader, read_seq)), text=True)
         # Cursors for conversations the user is not in are dropped, not echoed.
         session.replayed = dict(cursors)
         await session.ws.send(encode(Synced(cursors=cursors)), text=True)
@@ -393,6 +408,7 @@ class ChatServer:
                 )
             )
             return
+        messages = _cap_page(messages, keep_oldest=frame.after is not None)
         floor = frame.after or 0
         complete = not messages or messages[0].seq <= floor + 1
         session.push(encode(HistoryPage(frame.conv, messages, complete, frame.before, frame.after)))
@@ -443,6 +459,31 @@ class ChatServer:
         for user in users:
             for session in self._sessions.get(user, ()):
                 session.push(data, conv, seq)
+
+
+def _cap_page(messages: list[HistoryMessage], *, keep_oldest: bool) -> list[HistoryMessage]:
+    """Trim a page to MAX_PAGE_BYTES so it fits a client's frame limit.
+
+    A gap fill (``after`` given) keeps the oldest messages so it stays contiguous
+    with the client's watermark; paging back keeps the newest, next to what the
+    client already shows. Either way the client asks again for the rest.
+    """
+    total = 0
+    ordered = messages if keep_oldest else list(reversed(messages))
+    kept: list[HistoryMessage] = []
+    for m in ordered:
+        total += len(_page_encoder.encode(m)) + 1
+        if kept and total > MAX_PAGE_BYTES:
+            break
+        kept.append(m)
+    return kept if keep_oldest else list(reversed(kept))
+
+
+def _remote_host(ws: ServerConnection) -> str:
+    try:
+        return str(ws.remote_address[0])
+    except (TypeError, IndexError):
+        return "?"
 
 
 def load_tls(certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:

@@ -128,6 +128,12 @@ def _serve(args: argparse.Namespace) -> int:
 async def _run(server: ChatServer, host: str, port: int, tls: object) -> int:
     import ssl
 
+    # Handlers go in before the listening line: whoever reads that line may send SIGTERM
+    # at once, and must get a clean shutdown (exit 0), not death by the default action.
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
     try:
         await server.start(host, port, tls if isinstance(tls, ssl.SSLContext) else None)
     except OSError as exc:
@@ -141,10 +147,6 @@ async def _run(server: ChatServer, host: str, port: int, tls: object) -> int:
         f"(db {server.db_path}, epoch {server.epoch})",
         flush=True,
     )
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
     print("tui-chat-server: stopping (closing connections with 1012)", flush=True)
     await server.stop()
