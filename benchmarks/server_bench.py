@@ -533,11 +533,13 @@ def _proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
-def _machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy since boot (user, nice, system, irq, softirq, steal)."""
+def _machine_busy_seconds() -> tuple[float, float]:
+    """CPU seconds all cores spent since boot (a) running processes (user, nice, system,
+    steal) and (b) in interrupts (irq, softirq: mostly the loopback network stack), which
+    the kernel does not charge to any process."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+    return (user + nice + system + steal) / CLK_TCK, (irq + softirq) / CLK_TCK
 
 
 def wait_for_quiet(max_wait: float, threshold: float) -> float:
@@ -545,9 +547,9 @@ def wait_for_quiet(max_wait: float, threshold: float) -> float:
     over the last second. Other engineers' test runs on the same 2 cores skew every figure."""
     deadline = time.monotonic() + max_wait
     while True:
-        m0, t0 = _machine_busy_seconds(), time.monotonic()
+        m0, t0 = _machine_busy_seconds()[0], time.monotonic()
         time.sleep(1.0)
-        busy = (_machine_busy_seconds() - m0) / (time.monotonic() - t0)
+        busy = (_machine_busy_seconds()[0] - m0) / (time.monotonic() - t0)
         if busy <= threshold or time.monotonic() >= deadline:
             return busy
 
@@ -572,7 +574,7 @@ class CpuWindow(threading.Thread):
         self.result: dict[str, float] = {}
         self.profile_error = ""
 
-    def _snap(self) -> tuple[float, list[float]]:
+    def _snap(self) -> tuple[tuple[float, float], list[float]]:
         return _machine_busy_seconds(), [_proc_cpu_seconds(p) for p in self.pids]
 
     def run(self) -> None:
@@ -594,8 +596,9 @@ class CpuWindow(threading.Thread):
             "generator_cores": generators / wall,
             # Anything else running on the machine meanwhile (other tests, the kernel's
             # own threads): a large figure means the run was disturbed.
-            "other_cores": max(0.0, (m1 - m0) - target - generators - orchestrator) / wall,
-            "machine_busy_cores": (m1 - m0) / wall,
+            "other_cores": max(0.0, (m1[0] - m0[0]) - target - generators - orchestrator) / wall,
+            "irq_cores": (m1[1] - m0[1]) / wall,
+            "machine_busy_cores": (m1[0] - m0[0] + m1[1] - m0[1]) / wall,
         }
         if profiler is not None:
             try:
@@ -740,10 +743,15 @@ def _start_profiler(args: argparse.Namespace, pid: int, out: Path, seconds: floa
 
 
 def run_target(
-    kind: str, rep: int, args: argparse.Namespace, users: list[tuple[str, str]], base: Path
+    kind: str,
+    rep: int,
+    attempt: int,
+    args: argparse.Namespace,
+    users: list[tuple[str, str]],
+    base: Path,
 ) -> dict[str, Any]:
     """Start one target, connect the clients, run phases A and B, stop it."""
-    workdir = base / f"{kind}-{rep}"
+    workdir = base / f"{kind}-{rep}-{attempt}"
     workdir.mkdir()
     if kind == "server":
         write_server_toml(workdir / "server.toml", args)
@@ -755,7 +763,7 @@ def run_target(
     workers = Workers(args.workers)
     body = ("benchmark message " * 64)[: args.body_size]
     phase_timeout = args.warmup + args.duration + args.drain + 60
-    out: dict[str, Any] = {"target": kind, "repeat": rep}
+    out: dict[str, Any] = {"target": kind, "repeat": rep, "attempt": attempt}
     try:
         target.start()
         parts = _split(ring, args.workers)
@@ -1074,6 +1082,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="busy cores below which the machine counts as idle; runs whose 'other' CPU "
         "exceeds it are listed as disturbed",
     )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="times a disturbed run (other CPU above --quiet-threshold) is run again",
+    )
     p.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL")
     p.add_argument("--group-commit-ms", type=float, default=2.0)
     p.add_argument(
@@ -1112,47 +1126,67 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [args.only] if args.only else ["server", "relay"]
     started = time.monotonic()
     runs: list[dict[str, Any]] = []
+    discarded: list[dict[str, Any]] = []
     relay_users = [(f"u{i:04d}", "-") for i in range(args.clients)]
     with tempfile.TemporaryDirectory(prefix="tui-chat-bench-") as tmp:
         base = Path(tmp)
         per_run_estimate = 2 * (args.warmup + args.duration) + 15
+        stop = False
         for rep in range(1, args.repeat + 1):
             # Alternate the order so slow drift (thermal, page cache) hits both alike.
             order = kinds if rep % 2 else list(reversed(kinds))
             for kind in order:
-                if time.monotonic() - started + per_run_estimate > args.max_seconds:
-                    print(f"--max-seconds {args.max_seconds:g} reached; stopping", flush=True)
+                for attempt in range(1, args.retries + 2):
+                    if time.monotonic() - started + per_run_estimate > args.max_seconds:
+                        print(f"--max-seconds {args.max_seconds:g} reached; stopping", flush=True)
+                        stop = True
+                        break
+                    busy = wait_for_quiet(args.quiet_wait, args.quiet_threshold)
+                    print(
+                        f"run {rep}/{args.repeat} {kind}, attempt {attempt} "
+                        f"(machine busy before: {busy:.2f} cores) ...",
+                        flush=True,
+                    )
+                    r = run_target(kind, rep, attempt, args, relay_users, base)
+                    r["busy_before_cores"] = busy
+                    a, b = r["a"], r["b"]
+                    print(
+                        f"  A p50 {a['p50_ms']:.2f} ms p99 {a['p99_ms']:.2f} ms max "
+                        f"{a['max_ms']:.1f} ms ({a['samples']} samples) | B acked "
+                        f"{b['acked_per_s']:,.0f}/s delivered {b['delivered_per_s']:,.0f}/s "
+                        f"p99 {b['p99_ms']:.1f} ms | CPU cores target/gen/other "
+                        f"A {_cores(a, '')} B {_cores(b, '')}",
+                        flush=True,
+                    )
+                    other = max(a.get("other_cores", 0.0), b.get("other_cores", 0.0))
+                    if other > args.quiet_threshold and attempt <= args.retries:
+                        print(
+                            f"  disturbed: other processes used {other:.2f} cores; "
+                            "discarding and running again",
+                            flush=True,
+                        )
+                        discarded.append(r)
+                        continue
+                    runs.append(r)
                     break
-                busy = wait_for_quiet(args.quiet_wait, args.quiet_threshold)
-                print(
-                    f"run {rep}/{args.repeat}: {kind} (machine busy before: {busy:.2f} cores) ...",
-                    flush=True,
-                )
-                r = run_target(kind, rep, args, relay_users, base)
-                r["busy_before_cores"] = busy
-                a, b = r["a"], r["b"]
-                print(
-                    f"  A p50 {a['p50_ms']:.2f} ms p99 {a['p99_ms']:.2f} ms max {a['max_ms']:.1f} "
-                    f"ms ({a['samples']} samples) | B acked {b['acked_per_s']:,.0f}/s delivered "
-                    f"{b['delivered_per_s']:,.0f}/s p99 {b['p99_ms']:.1f} ms | CPU cores "
-                    f"target/gen/other A {_cores(a, '')} B {_cores(b, '')}",
-                    flush=True,
-                )
-                runs.append(r)
-            else:
-                continue
-            break
+                if stop:
+                    break
+            if stop:
+                break
     if not runs:
         return 1
     summary = summarize(runs, args) if not args.only else {}
     if not args.only:
         print_report(summary, args, machine)
+    if discarded:
+        print(f"{len(discarded)} disturbed run(s) discarded and repeated (kept in --json output)")
     if args.json:
         doc = {
             "machine": machine,
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "summary": summary,
             "runs": runs,
+            "discarded_disturbed_runs": discarded,
         }
         text = json.dumps(doc, indent=2, default=str)
         if str(args.json) == "-":

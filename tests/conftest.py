@@ -25,9 +25,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -38,6 +38,7 @@ from tui_chat.protocol import (
     Ack,
     Hello,
     Message,
+    Receipt,
     Reject,
     Send,
     ServerFrame,
@@ -165,13 +166,22 @@ def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
 # ---------------------------------------------------------------- client helpers
 
 
-class Login(NamedTuple):
-    """What a successful hello got: the socket, welcome, the replayed messages, synced."""
+@dataclass
+class Login:
+    """What a successful hello got: the socket, welcome, the replayed messages, synced.
+
+    Unpacks as ``ws, welcome, replayed, synced``. Read positions replayed before ``synced``
+    are in ``receipts``, apart from the messages.
+    """
 
     ws: ClientConnection
     welcome: Welcome
     replayed: list[Message]
     synced: Synced
+    receipts: list[Receipt] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.ws, self.welcome, self.replayed, self.synced))
 
 
 async def connect_ws(url: str, **kwargs: Any) -> ClientConnection:
@@ -270,7 +280,8 @@ async def login(
 ) -> Login:
     """Connect, say hello, and read welcome, the replay and ``synced``.
 
-    Fails the test if anything else arrives (an error frame, a close) before ``synced``.
+    Fails the test if anything but messages and receipts arrives (an error frame, a close)
+    before ``synced``.
     ``connect_kwargs`` go to :func:`connect_ws`.
     """
     ws = await connect_ws(url, **connect_kwargs)
@@ -280,12 +291,14 @@ async def login(
         )
         welcome = await recv_frame(ws, within)
         assert isinstance(welcome, Welcome), f"expected welcome, got {welcome!r}"
-        synced, replayed = await recv_until(ws, Synced, within)
-        assert all(isinstance(m, Message) for m in replayed), replayed
+        synced, before = await recv_until(ws, Synced, within)
+        messages = [f for f in before if isinstance(f, Message)]
+        receipts = [f for f in before if isinstance(f, Receipt)]
+        assert len(messages) + len(receipts) == len(before), before
     except BaseException:
         await ws.close()
         raise
-    return Login(ws, welcome, replayed, synced)  # type: ignore[arg-type]
+    return Login(ws, welcome, messages, synced, receipts)
 
 
 async def send_message(

@@ -185,9 +185,9 @@ def test_cli_add_user_prints_the_token_last(tmp_path: Path) -> None:
     with ServerProcess(db_path) as proc:
 
         async def check() -> str:
-            ws, welcome, *_ = await login(proc.url, "dave", token)
-            await ws.close()
-            return welcome.user
+            done = await login(proc.url, "dave", token)
+            await done.ws.close()
+            return done.welcome.user
 
         assert asyncio.run(check()) == "dave"
     # A second add of the same name fails cleanly.

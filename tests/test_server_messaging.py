@@ -346,6 +346,13 @@ async def test_read_receipts_reach_both_members(chat_server: RunningServer) -> N
     finally:
         for ws in (alice, bob, carol):
             await ws.close()
+    # Read positions are part of the replay, so a device that was away learns them too.
+    again = await login(url, "alice", tokens["alice"], {conv: 3})
+    await again.ws.close()
+    assert again.receipts == [Receipt(conv=conv, user="bob", read_seq=3)]
+    outsider = await login(url, "carol", tokens["carol"], {conv: 3})
+    await outsider.ws.close()
+    assert outsider.receipts == []
 
 
 async def test_history_pages_back_in_seq_order(chat_server: RunningServer) -> None:

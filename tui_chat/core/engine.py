@@ -636,7 +636,7 @@ class Engine:
         elif isinstance(frame, p.Reject):
             self._on_reject(frame)
         elif isinstance(frame, p.Synced):
-            self._on_synced()
+            self._on_synced(frame)
         elif isinstance(frame, p.HistoryPage):
             self._on_history(frame)
         elif isinstance(frame, p.Receipt):
@@ -649,7 +649,17 @@ class Engine:
             self._emit(ServerNotice(frame.code, frame.reason))
         # welcome after login is ignored: nothing in it changes mid-session.
 
-    def _on_synced(self) -> None:
+    def _on_synced(self, frame: p.Synced) -> None:
+        behind = [c for c, seq in frame.cursors.items() if seq < self.store.watermark(c)]
+        if behind:
+            # The server holds less than we do (restored from a backup without a
+            # new epoch). Keeping our watermarks would drop its next messages as
+            # duplicates, so start over as for a new epoch.
+            log.warning("server is behind our cursors for %s; resyncing", behind)
+            epoch = self.store.epoch or ""
+            self.store.reset_for_epoch(epoch)
+            self._emit(EpochReset(epoch, epoch))
+            raise _Reconnect
         self._flush()
         self._online = True
         self._online_since = time.monotonic()

@@ -376,6 +376,10 @@ class LocalStore:
         self._begin()
         self._db.execute("INSERT OR IGNORE INTO conversations(peer) VALUES (?)", (row.peer,))
         self._db.execute(
+            "UPDATE conversations SET last_ts=max(last_ts, ?) WHERE peer=?",
+            (row.created_at, row.peer),
+        )
+        self._db.execute(
             f"INSERT INTO outbox({_OUT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.client_id,
