@@ -2,9 +2,9 @@
 
 Everything talks real websockets on 127.0.0.1 with ephemeral ports and temp databases.
 Every wait is bounded: helpers take a ``within`` (seconds) and fail the test instead of
-hanging.
-They use ``asyncio.timeout`` rather than ``asyncio.wait_for``: on Python 3.11 ``wait_for``
-can swallow a cancellation that races with its result, leaving a cancelled reader running.
+hanging. They use ``asyncio.timeout`` rather than ``asyncio.wait_for``: on Python 3.11
+``wait_for`` can swallow a cancellation that races with its result, leaving a cancelled
+reader running.
 
 Fixtures
     ``chat_server``         a started in-process :class:`ChatServer` with users alice, bob and
@@ -154,12 +154,12 @@ async def chat_server(chat_server_factory: ServerFactory) -> RunningServer:
 def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
     """A real ``tui-chat-server serve`` process on a free port with alice, bob and carol.
 
-    Tokens are in ``server_process.tokens`` (an attribute added here). Killed at teardown.
+    Tokens are in ``server_process.tokens``. Killed at teardown.
     """
     db_path = tmp_path / "proc.db"
     tokens = make_users(db_path, *USERS)
     with ServerProcess(db_path) as proc:
-        proc.tokens = tokens  # type: ignore[attr-defined]
+        proc.tokens = tokens
         yield proc
 
 

@@ -29,7 +29,7 @@ async def test_acked_message_survives_sigkill_with_the_same_seq(
     server_process: ServerProcess,
 ) -> None:
     proc = server_process
-    tokens: dict[str, str] = proc.tokens  # type: ignore[attr-defined]
+    tokens = proc.tokens
     url = proc.url
     alice, welcome, *_ = await login(url, "alice", tokens["alice"])
     acks: list[Ack] = []
@@ -84,7 +84,7 @@ async def test_acked_message_survives_sigkill_with_the_same_seq(
 async def test_sigkill_mid_stream_loses_no_acked_message(server_process: ServerProcess) -> None:
     """Kill while sends are in flight: every acked message is stored, seqs stay gap-free."""
     proc = server_process
-    tokens: dict[str, str] = proc.tokens  # type: ignore[attr-defined]
+    tokens = proc.tokens
     alice, *_ = await login(proc.url, "alice", tokens["alice"])
     acks: list[Ack] = []
     try:
@@ -107,7 +107,7 @@ async def test_sigkill_mid_stream_loses_no_acked_message(server_process: ServerP
 
 async def test_sigterm_closes_clients_with_1012_and_exits_0(server_process: ServerProcess) -> None:
     proc = server_process
-    tokens: dict[str, str] = proc.tokens  # type: ignore[attr-defined]
+    tokens = proc.tokens
     alice, *_ = await login(proc.url, "alice", tokens["alice"])
     bob, *_ = await login(proc.url, "bob", tokens["bob"])
     bob2, *_ = await login(proc.url, "bob", tokens["bob"])

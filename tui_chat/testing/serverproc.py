@@ -101,6 +101,8 @@ class ServerProcess:
         self.scheme = "ws"
         self.returncode: int | None = None
         self.starts = 0
+        # Not used here: a place for callers to keep the tokens of users they created.
+        self.tokens: dict[str, str] = {}
         self._proc: subprocess.Popen[str] | None = None
         self._stdout: _Pipe | None = None
         self._stderr: _Pipe | None = None

@@ -232,7 +232,9 @@ class ChatApp(App[int]):
 
     # ------------------------------------------------------------ composing
 
-    @on(Composer.Submitted)
+    # Only the composer: Input.Submitted from a dialog (ctrl+o) bubbles up here too,
+    # and must not be sent as a message.
+    @on(Composer.Submitted, "#composer")
     def _submit(self, event: Composer.Submitted) -> None:
         body = event.value
         if not body.strip():

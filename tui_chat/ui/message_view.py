@@ -231,6 +231,15 @@ class MessageView(ScrollView, can_focus=True):
         self._cache.clear()
 
     def on_resize(self) -> None:
+        self._fit_width()
+
+    def watch_show_vertical_scrollbar(self) -> None:
+        # The scrollbar comes and goes without a Resize event, but it takes (or
+        # gives back) a column: lines rendered for the old width would leave it
+        # unpainted and the own bubbles off the right edge.
+        self._fit_width()
+
+    def _fit_width(self) -> None:
         width = self.scrollable_content_region.width
         if width != self._width:
             at_end = self.is_vertical_scroll_end

@@ -79,10 +79,12 @@ def render_message(
     width = max(width, 10)
     bubble = max(8, min(width - 2, int(width * 0.75)))
     body_style = styles.own if msg.own else styles.peer
+    # Only the colour: the component styles also carry the view's background,
+    # which would erase the bubble's.
     if msg.state is OutState.FAILED:
-        body_style = body_style + styles.failed
+        body_style = body_style + Style(color=styles.failed.color)
     elif msg.state is OutState.PENDING:
-        body_style = body_style + styles.pending
+        body_style = body_style + Style(color=styles.pending.color)
     if selected:
         body_style = body_style + styles.selected
 
@@ -110,7 +112,10 @@ def render_message(
         line.truncate(width)
         pad = width - line.cell_len if msg.own else 0
         segments = [Segment(" " * pad, styles.base)] if pad > 0 else []
-        segments.extend(line.render(console))
+        # Text.render drops the Text's own style when it has no spans (Rich
+        # applies it only through the console), so apply it here.
+        own_style = console.get_style(line.style, default=Style.null())
+        segments.extend(Segment.apply_style(line.render(console), styles.base + own_style))
         strips.append(Strip(segments).extend_cell_length(width, styles.base))
     strips.append(Strip.blank(width, styles.base))
     return strips

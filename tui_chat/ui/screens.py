@@ -51,6 +51,8 @@ class NewConversationScreen(ModalScreen[str | None]):
             yield Static("", id="new-error", markup=False)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
+        # Handled here: the app must not also take it for the composer's Enter.
+        event.stop()
         name = event.value.strip()
         if not USER_RE.match(name):
             self.query_one("#new-error", Static).update(
