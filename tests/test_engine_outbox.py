@@ -21,6 +21,7 @@ from engine_helpers import (
     until,
 )
 
+from tui_chat import protocol as p
 from tui_chat.core.models import ConnState, OutState
 from tui_chat.server.config import Limits, ServerConfig
 from tui_chat.testing.faultproxy import FaultProxy
@@ -128,6 +129,51 @@ async def test_lost_ack_leaves_one_server_copy_and_the_message_sent(
     assert len(alice.added(cid)) == 1
     assert [e.message.state for e in alice.changed(cid)] == [SENT]
     assert alice.engine.store.watermarks() == {sent.conv: 2}
+
+
+async def test_unacked_message_is_not_resent_before_the_catch_up_is_applied(
+    chat_server: RunningServer, proxy: FaultProxy, engines: Engines
+) -> None:
+    """Resending before ``synced`` would be a blind resend of what the replay may hold.
+
+    The ack is lost, then the link is cut and comes back slow (every server frame 0.3 s
+    late), which holds the engine between login and ``synced`` long enough to poke its
+    sender with another message. Every ``send`` frame the engine writes is recorded with
+    whether the engine was online (caught up) at that moment.
+    """
+    db = chat_server.db_path
+    # Keepalive patient enough for the slow link.
+    alice = await engines.start(
+        "alice", chat_server.tokens["alice"], proxy.url, ping_interval=0.5, ping_timeout=1.0
+    )
+    await alice.online()
+    engine = alice.engine
+    written: list[tuple[str, bool]] = []
+    send_frame = engine._send_frame
+
+    async def recording(ws, frame) -> bool:
+        if isinstance(frame, p.Send):
+            written.append((frame.client_id, engine._online))
+        return await send_frame(ws, frame)
+
+    engine._send_frame = recording  # type: ignore[method-assign]
+
+    proxy.blackhole(direction="down")
+    cid = engine.send("bob", "ack lost").client_id
+    await until(lambda: server_copies(db, cid) == 1, "the server to store the message")
+    proxy.delay(0.3, direction="down")
+    proxy.close_all()
+    await until(lambda: alice.state is not ConnState.ONLINE, "the cut to be noticed")
+    await until(
+        lambda: engine._ws is not None and not engine._online, "a login that is not caught up"
+    )
+    nudge = engine.send("carol", "wakes the sender mid catch-up").client_id
+    await until(lambda: alice.state_of(nudge) is SENT, "the nudge to be sent", within=5)
+
+    assert alice.state_of(cid) is SENT
+    assert engine.store.outbox_row(cid).attempts == 1
+    assert written == [(cid, True), (nudge, True)]
+    assert server_copies(db, cid) == 1
 
 
 async def test_given_up_message_the_server_has_shows_as_sent_once(

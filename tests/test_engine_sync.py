@@ -103,7 +103,7 @@ async def test_server_killed_mid_stream_catch_up_has_no_gap_and_no_duplicate(
     total = 300
     cids = [bob.engine.send("alice", f"message {i}").client_id for i in range(total)]
     await until(lambda: len(server_messages(db)) >= 40, "the stream to be under way")
-    assert server_process.kill() == -9
+    assert await server_process.akill() == -9
     stored_at_kill = len(server_messages(db))
     assert stored_at_kill < total, "the stream ended before the kill; make it longer"
     await until(
