@@ -15,10 +15,11 @@ from __future__ import annotations
 import os
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from textual.pilot import Pilot
 
 from tui_chat.core.config import AccountSection, ClientConfig, ServerSection, StorageSection
 from tui_chat.core.engine import Engine
@@ -34,6 +35,9 @@ T0 = 1_700_000_000_000
 # The frozen wall clock of the status line ("retry in N s" counts down from it).
 NOW = 1_700_010_000.0
 MINUTE = 60_000
+
+# pytest-textual-snapshot's fixture: compare(app, press=..., terminal_size=..., run_before=...)
+SnapCompare = Callable[..., bool]
 
 
 # ---------------------------------------------------------------- determinism
@@ -59,9 +63,11 @@ def frozen_status_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(widgets, "time", types.SimpleNamespace(time=lambda: NOW))
 
 
-async def steady(pilot) -> None:  # type: ignore[no-untyped-def]
+async def steady(pilot: Pilot[int]) -> None:
     """Stop the composer's cursor from blinking, so the frame does not depend on timing."""
-    pilot.app.composer.cursor_blink = False
+    app = pilot.app
+    assert isinstance(app, ChatApp)
+    app.composer.cursor_blink = False
     await pilot.pause()
 
 
@@ -186,24 +192,25 @@ def two_conversations(seed: Seed) -> None:
 # ---------------------------------------------------------------- snapshots
 
 
-def test_main_screen(snap_compare, seed: Seed) -> None:
+def test_main_screen(snap_compare: SnapCompare, seed: Seed) -> None:
     """Two conversations: ada open (own ✓ and peer messages), grace with 3 unread; online."""
     two_conversations(seed)
     app = ChatApp(seed.build(ONLINE), run_engine=False)
     assert snap_compare(app, terminal_size=SIZE, run_before=steady)
 
 
-def test_failed_message_with_hint(snap_compare, seed: Seed) -> None:
+def test_failed_message_with_hint(snap_compare: SnapCompare, seed: Seed) -> None:
     """A failed own message with its reason and keys, and one held behind it."""
     two_conversations(seed)
-    seed.unsent("failed-1", "ada", "This one did not make it", 70, state=OutState.FAILED,
-                error=FAILURE)
+    seed.unsent(
+        "failed-1", "ada", "This one did not make it", 70, state=OutState.FAILED, error=FAILURE
+    )
     seed.unsent("held-1", "ada", "And this waits behind it", 71)
     app = ChatApp(seed.build(ONLINE), run_engine=False)
     assert snap_compare(app, terminal_size=SIZE, run_before=steady)
 
 
-def test_offline_status(snap_compare, seed: Seed) -> None:
+def test_offline_status(snap_compare: SnapCompare, seed: Seed) -> None:
     """Status line offline with the reason and the next retry; a message stays ◷."""
     two_conversations(seed)
     seed.unsent("pending-1", "ada", "Still there?", 70)
@@ -211,21 +218,21 @@ def test_offline_status(snap_compare, seed: Seed) -> None:
     assert snap_compare(app, terminal_size=SIZE, run_before=steady)
 
 
-def test_help_screen(snap_compare, seed: Seed) -> None:
+def test_help_screen(snap_compare: SnapCompare, seed: Seed) -> None:
     """F1 opens the help: message marks and every binding."""
     two_conversations(seed)
     app = ChatApp(seed.build(ONLINE), run_engine=False)
 
-    async def open_help(pilot) -> None:  # type: ignore[no-untyped-def]
+    async def open_help(pilot: Pilot[int]) -> None:
         await steady(pilot)
         await pilot.press("f1")
 
     assert snap_compare(app, terminal_size=(100, 36), run_before=open_help)
 
 
-def test_demo(snap_compare, seed: Seed) -> None:
-    """The demo as a newcomer sees it: the "DEMO: local server" label, F6 in the footer,
-    the demo peers' greetings (linus's odd text shown literally, ESC as a symbol)."""
+def test_demo(snap_compare: SnapCompare, seed: Seed) -> None:
+    """The demo's "DEMO: local server" label, with linus's conversation opened by alt+2:
+    markup shown as typed, ESC shown as a visible symbol."""
     seed.conversation(
         "ada",
         [
@@ -242,10 +249,18 @@ def test_demo(snap_compare, seed: Seed) -> None:
         "linus",
         [
             ("linus", "I send odd text to show it is displayed safely."),
-            ("linus", "Markup is shown as typed: [bold]not bold[/] and [@click=app.quit]no click[/]."),
+            (
+                "linus",
+                "Markup is shown as typed: [bold]not bold[/] and [@click=app.quit]no click[/].",
+            ),
             ("linus", "Control characters become visible: \x1b[31m is not red."),
         ],
         start=1,
     )
     app = ChatApp(seed.build(ONLINE), demo=StubDemo(), run_engine=False)
-    assert snap_compare(app, terminal_size=SIZE, run_before=steady)
+
+    async def open_linus(pilot: Pilot[int]) -> None:
+        await steady(pilot)
+        await pilot.press("alt+2")  # ada, linus, grace: most recent first
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=open_linus)

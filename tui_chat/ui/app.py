@@ -31,6 +31,7 @@ from tui_chat.core.models import (
     ServerNotice,
     Synced,
 )
+from tui_chat.protocol import USER_RE
 from tui_chat.ui.message_view import MessageView
 from tui_chat.ui.render import Hints
 from tui_chat.ui.sanitize import clean
@@ -376,8 +377,13 @@ class ChatApp(App[int]):
         yield SystemCommand("Retry all failed", "Retry every failed message", self.action_retry_all)
         yield SystemCommand("Reconnect now", "Skip the wait and connect", self.action_reconnect)
         for peer in self.conv_list.order:
+            # Textual parses command titles as markup (to show and to highlight matches),
+            # and a hostile server can name a peer "[/" or "[@click=...]": offer only names
+            # a real account can have, which hold no markup. Others stay in the list.
+            if not USER_RE.match(peer):
+                continue
             yield SystemCommand(
-                f"Switch to {clean(peer, single_line=True)}",
+                f"Switch to {peer}",
                 "Open this conversation",
                 partial(self.open_conversation, peer),
             )

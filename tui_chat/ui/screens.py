@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
@@ -34,7 +34,8 @@ class HelpScreen(ModalScreen[None]):
         )
         if self.demo:
             intro.append("\nDemo: F6 cuts and restores the network to the local server.\n")
-        with Vertical(id="help-box"):
+        # Scrolls: on a small terminal (80x24) the list is taller than the box.
+        with VerticalScroll(id="help-box"):
             yield Label("tui-chat keys", id="help-title")
             yield Static(intro, markup=False)
             yield Static(table, markup=False)
