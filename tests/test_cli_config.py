@@ -143,11 +143,6 @@ def test_bad_config_is_one_line_and_exit_2(
     assert_one_clean_line(run, path, words)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="configfile.convert turns msgspec's path '$.keys[...]' into 'keys....' instead of "
-    "naming the binding (keys.retry)",
-)
 def test_wrong_type_in_keys_names_the_binding(tmp_path: Path) -> None:
     path = write(tmp_path / "bad.toml", ACCOUNT + "[keys]\nretry = 1\n")
     run = tui_chat(tmp_path, "--config", str(path))

@@ -551,7 +551,9 @@ async def test_status_line_through_connect_outage_and_recovery(
 
         def says_why() -> bool:
             line = status_line(app)
-            return ("offline: " in line) or ("last: " in line)
+            # While offline the reason is the line's last part, after the counts.
+            last_part = line.rstrip().split(" · ")[-1]
+            return "last: " in line or ("offline" in line and not last_part.startswith("outbox"))
 
         await wait_until(pilot, says_why, "a reason in the status line")
         # The first reason is the dropped link; the next attempts are refused, and say so.

@@ -137,7 +137,7 @@ async def test_held_message_waits_behind_a_failed_one(
         assert "r retry · d give up · e edit" in flat(bubble_text(app, first))
         await type_and_send(pilot, "second")
         second = last_own(app).client_id
-        await wait_until(pilot, lambda: "⏸ held" in bubble_text(app, second), "held mark")
+        await wait_until(pilot, lambda: "… held" in bubble_text(app, second), "held mark")
         assert own_state(app, second) is PENDING
         await pilot.pause()
         sidebar = screen_text(app)

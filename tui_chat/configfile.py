@@ -37,6 +37,38 @@ def _dotted(json_path: str) -> str:
     return json_path.lstrip(".").replace("[", ".").replace("]", "")
 
 
+def _locate(data: object, json_path: str, message: str) -> str:
+    """The dotted key for msgspec's path, naming the table entry where it says ``[...]``.
+
+    msgspec reports a bad value inside a table of free-form keys (such as
+    ``[keys]``) as ``$.keys[...]``; the person needs to know which entry.
+    """
+    dotted = _dotted(json_path)
+    if "[...]" not in json_path:
+        return dotted
+    parent = json_path.split("[...]", 1)[0]
+    node = data
+    for part in parent.lstrip("$.").split("."):
+        if not part:
+            continue
+        if not isinstance(node, dict) or part not in node:
+            return dotted
+        node = node[part]
+    expected = re.match(r"Expected `(?P<type>\w+)`", message)
+    if isinstance(node, dict) and expected:
+        types: dict[str, type | tuple[type, ...]] = {
+            "str": str,
+            "int": int,
+            "float": (int, float),
+            "bool": bool,
+        }
+        want = types.get(expected.group("type"))
+        for name, value in node.items():
+            if want is not None and not isinstance(value, want):
+                return f"{_dotted(parent)}.{name}"
+    return dotted
+
+
 def convert(data: object, typ: type[T], path: Path | None = None) -> T:
     """Validate already-parsed TOML data against ``typ``."""
     try:
@@ -46,10 +78,14 @@ def convert(data: object, typ: type[T], path: Path | None = None) -> T:
         key: str | None = None
         m = _PATH_RE.search(message)
         if m:
-            key = _dotted(m.group("path"))
+            key = _locate(data, m.group("path"), message)
             message = message[: m.start()]
         unknown = re.match(r"Object contains unknown field `(?P<field>[^`]+)`", message)
-        if unknown:
+        missing = re.match(r"Object missing required field `(?P<field>[^`]+)`", message)
+        if missing:
+            key = f"{key}.{missing.group('field')}" if key else missing.group("field")
+            message = "required key is missing"
+        elif unknown:
             field = unknown.group("field")
             key = f"{key}.{field}" if key else field
             message = "unknown key (check the spelling; see the template for valid keys)"

@@ -63,22 +63,43 @@ class ChatApp(App[int]):
     # ctrl+p belongs to "previous conversation", as in weechat and irssi.
     COMMAND_PALETTE_BINDING = "ctrl+k"
 
+    # Footer order: what a newcomer needs first. Long descriptions for the help
+    # screen are in HELP_TEXT, keyed by binding id.
     BINDINGS = [
+        Binding("f1,question_mark", "help", "Help", id="help"),
+        Binding("f6", "toggle_outage", "Cut network", priority=True, id="demo_outage"),
         Binding("ctrl+r", "retry_all", "Retry all", priority=True, id="retry_all"),
-        Binding("ctrl+n", "next_conversation(1)", "Next", priority=True, id="next_conversation"),
         Binding(
-            "ctrl+p", "next_conversation(-1)", "Prev", priority=True, id="previous_conversation"
+            "ctrl+n", "next_conversation(1)", "Next chat", priority=True, id="next_conversation"
         ),
-        Binding("alt+a", "next_unread", "Next unread", priority=True, id="next_unread"),
+        Binding(
+            "ctrl+p",
+            "next_conversation(-1)",
+            "Previous chat",
+            priority=True,
+            show=False,
+            id="previous_conversation",
+        ),
+        Binding("alt+a", "next_unread", "Next unread", priority=True, show=False, id="next_unread"),
         Binding("ctrl+o", "new_conversation", "New chat", priority=True, id="new_conversation"),
         Binding("f5", "reconnect", "Reconnect", priority=True, id="reconnect"),
-        Binding("f1,question_mark", "help", "Help", id="help"),
         Binding("ctrl+q", "quit", "Quit", priority=True, id="quit"),
         *(
             Binding(f"alt+{n}", f"jump({n})", f"Conversation {n}", show=False, id=f"jump_{n}")
             for n in range(1, 10)
         ),
     ]
+    HELP_TEXT = {
+        "help": "this help",
+        "demo_outage": "demo only: cut / restore the network to the local server",
+        "retry_all": "retry every failed message (works while typing)",
+        "next_conversation": "next conversation",
+        "previous_conversation": "previous conversation",
+        "next_unread": "next conversation with unread messages",
+        "new_conversation": "start a conversation with a user by name",
+        "reconnect": "reconnect now (skips the wait; retries a rejected token)",
+        "quit": "quit",
+    }
 
     def __init__(
         self,
@@ -104,8 +125,6 @@ class ChatApp(App[int]):
         self._offline_since: float | None = None
         self._outage_notified = False
         self._unsubscribe: Callable[[], None] | None = None
-        if demo is not None:
-            self.bind("f6", "toggle_outage", description="Cut network (demo)", show=True)
 
     # ------------------------------------------------------------ layout
 
@@ -335,7 +354,7 @@ class ChatApp(App[int]):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(self._help_rows(), self.demo is not None))
+        self.push_screen(HelpScreen(self._help_rows(), self.demo is not None, self._hints()))
 
     def _help_rows(self) -> list[tuple[str, str]]:
         rows = [
@@ -348,14 +367,19 @@ class ChatApp(App[int]):
         ]
         for binding in self.BINDINGS:
             assert isinstance(binding, Binding)
-            if binding.id and not binding.id.startswith("jump_"):
+            if binding.id in self.HELP_TEXT:
+                if binding.id == "demo_outage" and self.demo is None:
+                    continue
                 keys = self._keymap.get(binding.id, binding.key)
-                rows.append((keys, binding.description))
+                shown = " / ".join(k.replace("question_mark", "?") for k in keys.split(","))
+                rows.append((shown, self.HELP_TEXT[binding.id]))
         rows.append(("alt+1 … alt+9", "jump to conversation 1 … 9"))
         rows.append(("ctrl+k", "command palette"))
-        if self.demo is not None:
-            rows.append(("F6", "demo: cut / restore the network"))
         return rows
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # F6 exists only in the demo: hidden from the footer and inert elsewhere.
+        return not (action == "toggle_outage" and self.demo is None)
 
     def action_toggle_outage(self) -> None:
         if self.demo is None:
@@ -443,7 +467,7 @@ class ChatApp(App[int]):
             return
         h = self._hints()
         if len(burst) == 1:
-            text = f"Not delivered to {clean(burst[0], single_line=True)}"
+            text = f"Message to {clean(burst[0], single_line=True)}"
         else:
             text = f"{len(burst)} messages not delivered"
         text += f". Select it: {h.retry} retry · {h.give_up} give up · ctrl+r retries all"

@@ -4,6 +4,11 @@ Textual's compositor asks for one line at a time (``render_line``); we map the
 line to its message with a binary search over each message's first line, and
 render messages to strips lazily, keeping a bounded cache. A new message costs
 one render and an append to the offsets, whatever the number already loaded.
+Both caches are keyed by the message's value (``ChatMessage`` is frozen and
+hashable), so a message whose state changed can never be painted from a stale
+rendering, and the line count of each message is remembered apart from its
+strips: re-indexing (a page of older messages prepended) renders only the new
+messages, not every loaded one that fell out of the strip cache.
 
 Order: confirmed messages by seq, then the unsent ones (pending, failed) in
 compose order. When an unsent message is confirmed it moves to its seq place,
@@ -85,7 +90,9 @@ class MessageView(ScrollView, can_focus=True):
         self._heights: list[int] = []
         self._total = 0
         self._width = 0
-        self._cache: LRUCache[tuple[Key, int, bool], list[Strip]] = LRUCache(4096)
+        self._cache: LRUCache[tuple[ChatMessage, int, bool], list[Strip]] = LRUCache(4096)
+        # Lines per message at the current width (selection and styles do not change it).
+        self._height_of: dict[ChatMessage, int] = {}
         self._styles: Styles | None = None
         self.hints = hints or Hints()
         self.complete = True
@@ -97,6 +104,8 @@ class MessageView(ScrollView, can_focus=True):
     def set_messages(self, messages: list[ChatMessage], complete: bool) -> None:
         """Show a conversation afresh (its newest page plus unsent messages)."""
         self.items = list(messages)
+        self._index = {}
+        self._height_of.clear()  # bounded by what is shown; the strip cache still helps
         self.complete = complete
         self.selected = None
         self._loading_older = False
@@ -162,7 +171,9 @@ class MessageView(ScrollView, can_focus=True):
         return lo
 
     def _remove(self, index: int) -> None:
-        del self.items[index]
+        removed = self.items.pop(index)
+        # Dropped here, or _reindex would rebuild the whole index (O(n) per removal).
+        self._index.pop(removed.key, None)
         if self.selected is not None:
             if self.selected == index:
                 self.selected = min(index, len(self.items) - 1) if self.items else None
@@ -184,11 +195,16 @@ class MessageView(ScrollView, can_focus=True):
         del self._offsets[start:]
         del self._heights[start:]
         line = self._offsets[-1] + self._heights[-1] if self._offsets else 0
+        index, height_of = self._index, self._height_of
+        offsets, heights = self._offsets, self._heights
         for i in range(start, len(items)):
-            self._index[items[i].key] = i
-            height = len(self._strips(i))
-            self._offsets.append(line)
-            self._heights.append(height)
+            msg = items[i]
+            index[msg.key] = i
+            height = height_of.get(msg)
+            if height is None:
+                height = height_of[msg] = len(self._strips(i))
+            offsets.append(line)
+            heights.append(height)
             line += height
         if len(self._index) != len(items):
             self._index = {m.key: i for i, m in enumerate(items)}
@@ -199,10 +215,10 @@ class MessageView(ScrollView, can_focus=True):
     def _strips(self, index: int) -> list[Strip]:
         msg = self.items[index]
         selected = index == self.selected
-        cache_key = (msg.key, self._width, selected)
+        cache_key = (msg, self._width, selected)
         cached = self._cache.get(cache_key)
         if cached is not None:
-            # Keyed by message identity: upsert() evicts a message that changed.
+            # Keyed by the message's value: a changed message is a different key.
             return cached
         strips = render_message(
             msg, self._width, self.app.console, self._get_styles(), self.hints, selected=selected
@@ -245,6 +261,7 @@ class MessageView(ScrollView, can_focus=True):
             at_end = self.is_vertical_scroll_end
             self._width = width
             self._cache.clear()
+            self._height_of.clear()
             self._reindex(0)
             if at_end:
                 self.scroll_end(animate=False, immediate=True, x_axis=False)
@@ -264,9 +281,12 @@ class MessageView(ScrollView, can_focus=True):
     # ------------------------------------------------------------ invalidation
 
     def _invalidate(self, index: int) -> None:
-        key = self.items[index].key
+        # Keys are values, so this is not needed for correctness: it frees the old
+        # rendering of a message that is being replaced, and makes its height be measured again.
+        msg = self.items[index]
+        self._height_of.pop(msg, None)
         for selected in (True, False):
-            self._cache.discard((key, self._width, selected))
+            self._cache.discard((msg, self._width, selected))
 
     def watch_selected(self, old: int | None, new: int | None) -> None:
         if not self.items:

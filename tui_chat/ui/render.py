@@ -60,7 +60,7 @@ def state_line(msg: ChatMessage, hints: Hints) -> str | None:
             reason = f"not delivered: {reason}"
         return f"✗ {reason} · {hints.retry} retry · {hints.give_up} give up · {hints.edit} edit"
     if msg.held:
-        return "⏸ held: waits behind a failed message"
+        return "… held: waits behind a failed message"
     if msg.state is OutState.PENDING:
         return "◷ maybe sent" + (f" (retrying: {clean(msg.error)})" if msg.error else "")
     return None
@@ -80,10 +80,9 @@ def render_message(
     bubble = max(8, min(width - 2, int(width * 0.75)))
     body_style = styles.own if msg.own else styles.peer
     # Only the colour: the component styles also carry the view's background,
-    # which would erase the bubble's.
-    if msg.state is OutState.FAILED:
-        body_style = body_style + Style(color=styles.failed.color)
-    elif msg.state is OutState.PENDING:
+    # which would erase the bubble's. A failed body keeps its normal colour (red
+    # on the bubble is hard to read); the ✗ mark and the hint line say it failed.
+    if msg.state is OutState.PENDING:
         body_style = body_style + Style(color=styles.pending.color)
     if selected:
         body_style = body_style + styles.selected
@@ -103,14 +102,22 @@ def render_message(
         line.stylize(body_style)
         lines.append(line)
     extra = state_line(msg, hints) if msg.own else None
+    first_hint = len(lines)
     if extra:
         hint = Text(extra, style=styles.hint if msg.state is not OutState.FAILED else styles.failed)
-        lines.extend(hint.wrap(console, bubble, overflow="fold"))
+        lines.extend(hint.wrap(console, bubble - 1, overflow="fold"))
 
     strips: list[Strip] = []
-    for line in lines:
+    for i, line in enumerate(lines):
         line.truncate(width)
-        pad = width - line.cell_len if msg.own else 0
+        if not msg.own:
+            pad = 0
+        elif i == 0:
+            pad = width - line.cell_len  # the header sits at the right edge
+        else:
+            # Body and hint lines start at the bubble's left edge, so a wrapped
+            # hint reads as one block rather than ragged right-aligned pieces.
+            pad = width - bubble + (1 if i >= first_hint else 0)
         segments = [Segment(" " * pad, styles.base)] if pad > 0 else []
         # Text.render drops the Text's own style when it has no spans (Rich
         # applies it only through the console), so apply it here.

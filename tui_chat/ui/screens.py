@@ -11,15 +11,17 @@ from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
 
 from tui_chat.protocol import USER_RE
+from tui_chat.ui.render import Hints
 
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "Close", id="help_close")]
 
-    def __init__(self, rows: list[tuple[str, str]], demo: bool) -> None:
+    def __init__(self, rows: list[tuple[str, str]], demo: bool, hints: Hints) -> None:
         super().__init__()
         self.rows = rows
         self.demo = demo
+        self.hints = hints
 
     def compose(self) -> ComposeResult:
         table = Table(box=None, show_header=False, padding=(0, 2))
@@ -27,10 +29,11 @@ class HelpScreen(ModalScreen[None]):
         table.add_column()
         for keys, what in self.rows:
             table.add_row(Text(keys), Text(what))
+        h = self.hints
         intro = Text(
             "Message marks: ◷ maybe sent (waiting for the server) · ✓ sent (the server has it)"
-            " · ✗ not delivered (select it: r retry, d give up, e edit) · ⏸ held behind a"
-            " failed message.\n",
+            f" · ✗ not delivered (select it: {h.retry} retry, {h.give_up} give up,"
+            f" {h.edit} edit) · … held behind a failed message.\n",
         )
         if self.demo:
             intro.append("\nDemo: F6 cuts and restores the network to the local server.\n")

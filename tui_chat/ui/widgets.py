@@ -19,18 +19,26 @@ def conversation_prompt(s: ConversationSummary, width: int = 28) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(clean(s.peer, single_line=True), style="bold" if s.unread else "")
     if s.unread:
-        text.append(f"  {s.unread}", style="bold reverse")
+        text.append(" ")
+        text.append(f" {s.unread} ", style="bold reverse")
     if s.failed:
-        text.append(f"  ✗{s.failed}", style="bold red")
+        text.append(f" ✗{s.failed}", style="bold red")
     elif s.pending:
-        text.append(f"  ◷{s.pending}", style="yellow")
+        text.append(f" ◷{s.pending}", style="yellow")
     preview = ""
     if s.last is not None:
         who = "you: " if s.last.own else ""
         preview = who + clean(s.last.body, single_line=True)
+    # One line of preview, so every entry has the same height.
+    if len(preview) > width - 2:
+        preview = preview[: width - 3] + "…"
     text.append("\n")
-    text.append(preview[: width * 2] or "(no messages yet)", style="dim")
+    text.append(preview or "(no messages yet)", style="dim")
     return text
+
+
+def _recency(s: ConversationSummary) -> int:
+    return s.last.ts if s.last is not None else 0
 
 
 class ConversationList(OptionList):
@@ -61,11 +69,12 @@ class ConversationList(OptionList):
     def update_summary(self, summary: ConversationSummary, current: str | None) -> None:
         known = summary.peer in self.summaries
         self.summaries[summary.peer] = summary
-        if known:
+        order = sorted(self.summaries.values(), key=_recency, reverse=True)
+        if known and [s.peer for s in order] == self.order:
             self.replace_option_prompt(summary.peer, conversation_prompt(summary))
         else:
-            # A new peer goes to the top, as the most recent conversation.
-            self.show([summary, *(self.summaries[p] for p in self.order)], current)
+            # Most recent first, as the engine lists them.
+            self.show(order, current)
 
     def action_open(self) -> None:
         if self.highlighted is not None:
@@ -75,40 +84,42 @@ class ConversationList(OptionList):
 
 
 def status_text(status: ConnectionStatus, outbox: int, failed: int, demo: bool) -> Text:
-    text = Text(no_wrap=True, overflow="ellipsis")
+    """The status line: state and counts first, details last, so a narrow
+    terminal clips the details rather than the state."""
+    text = Text(no_wrap=True, overflow="ellipsis", end="")
     if demo:
         text.append(" DEMO: local server ", style="bold black on yellow")
         text.append(" ")
     state = status.state
+    detail: str | None = None
     if state is ConnState.ONLINE:
         text.append("● online", style="bold green")
         if status.lag_ms is not None:
             text.append(f" · lag {status.lag_ms:.0f} ms", style="dim")
     elif state is ConnState.CONNECTING:
         text.append(f"◌ connecting (attempt {status.attempt})", style="bold yellow")
-        if status.reason:
-            text.append(f" · last: {clean(status.reason, single_line=True)}", style="dim")
+        detail = f"last: {status.reason}" if status.reason else None
     elif state is ConnState.OFFLINE:
         text.append("○ offline", style="bold red")
-        if status.reason:
-            text.append(f": {clean(status.reason, single_line=True)}")
         if status.retry_in is not None:
             left = max(0.0, status.since + status.retry_in - time.time())
             text.append(f" · retry {status.attempt + 1} in {left:.0f} s", style="dim")
+        detail = status.reason
     elif state is ConnState.AUTH_FAILED:
         text.append("✗ token rejected", style="bold red")
-        if status.reason:
-            text.append(f": {clean(status.reason, single_line=True)}")
         text.append(" · fix the token, then F5", style="dim")
+        detail = status.reason
     else:
         text.append("○ stopped", style="dim")
-    text.append("   ")
+    text.append(" · ")
     if outbox:
         text.append(f"outbox {outbox}", style="yellow")
     else:
         text.append("outbox empty", style="dim")
     if failed:
         text.append(f" · {failed} failed (ctrl+r retries all)", style="bold red")
+    if detail:
+        text.append(f" · {clean(detail, single_line=True)}")
     return text
 
 
