@@ -98,6 +98,8 @@ class MessageView(ScrollView, can_focus=True):
         self.complete = True
         self._loading_older = False
         self.unseen = 0
+        # True while the view should stay at the newest message.
+        self._follow = True
 
     # ------------------------------------------------------------ content
 
@@ -111,7 +113,21 @@ class MessageView(ScrollView, can_focus=True):
         self._loading_older = False
         self._set_unseen(0)
         self._reindex(0)
+        self._follow = True
+        self._stick_to_end()
+
+    def _stick_to_end(self) -> None:
+        """Scroll to the newest line now, and again once layout has caught up.
+
+        Right after mount or a resize the view's size is not final yet, so an
+        immediate scroll can stop short of the real end.
+        """
         self.scroll_end(animate=False, immediate=True, x_axis=False)
+        self.call_after_refresh(self._follow_end)
+
+    def _follow_end(self) -> None:
+        if self._follow:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
 
     def prepend(self, messages: list[ChatMessage], complete: bool) -> None:
         """Older messages above; the lines on screen stay where they are."""
@@ -129,7 +145,7 @@ class MessageView(ScrollView, can_focus=True):
 
     def upsert(self, msg: ChatMessage) -> None:
         """Add a message or change it in place (its state, its place once confirmed)."""
-        at_end = self.is_vertical_scroll_end or self._total <= self.size.height
+        at_end = self._follow
         key = msg.key
         old = self._index.get(key)
         if old is not None:
@@ -152,7 +168,7 @@ class MessageView(ScrollView, can_focus=True):
         self._reindex(pos)
         if old is None:
             if at_end:
-                self.scroll_end(animate=False, immediate=True, x_axis=False)
+                self._stick_to_end()
             elif not msg.own:
                 self._set_unseen(self.unseen + 1)
 
@@ -258,13 +274,12 @@ class MessageView(ScrollView, can_focus=True):
     def _fit_width(self) -> None:
         width = self.scrollable_content_region.width
         if width != self._width:
-            at_end = self.is_vertical_scroll_end
             self._width = width
             self._cache.clear()
             self._height_of.clear()
             self._reindex(0)
-            if at_end:
-                self.scroll_end(animate=False, immediate=True, x_axis=False)
+            if self._follow:
+                self._stick_to_end()
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
@@ -301,6 +316,8 @@ class MessageView(ScrollView, can_focus=True):
 
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
+        # Follow new messages only while the reader is at the end.
+        self._follow = self.is_vertical_scroll_end
         if new <= 0 and not self.complete and not self._loading_older:
             low = self.lowest_seq()
             if low is not None and low > 1:
@@ -338,7 +355,8 @@ class MessageView(ScrollView, can_focus=True):
 
     def action_to_end(self) -> None:
         self.selected = None
-        self.scroll_end(animate=False)
+        self._follow = True
+        self._stick_to_end()
         self._set_unseen(0)
 
     def _act(self, kind: str) -> None:
