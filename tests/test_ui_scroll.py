@@ -14,7 +14,7 @@ from test_ui import running_app, screen_text, wait_until
 
 from tui_chat.core.store import LocalStore
 from tui_chat.ui.app import PAGE
-from tui_chat.ui.message_view import MessageView
+from tui_chat.ui.message_view import RELAYOUT_LIMIT, MessageView
 
 HISTORY = 1000
 
@@ -74,3 +74,23 @@ async def test_new_messages_below_mark_while_reading_older_ones(
         await pilot.press("end")
         await wait_until(pilot, lambda: not mark.display, "mark gone at the end")
         assert view.is_vertical_scroll_end
+
+
+async def test_a_width_change_rewraps_at_most_the_relayout_limit(tmp_path: Path) -> None:
+    url = "ws://127.0.0.1:9"
+    fill_history(tmp_path, url, 3000)
+    async with running_app(url, "token", tmp_path, run_engine=False) as (app, pilot):
+        view = app.query_one(MessageView)
+        await wait_until(pilot, lambda: len(view.items) == PAGE, "the newest page")
+        older = app.engine.messages("bob", view.lowest_seq(), 3000 - PAGE)
+        view.prepend(older, complete=True)
+        assert len(view.items) == 3000
+        view.scroll_end(animate=False, immediate=True)
+        await pilot.pause()
+
+        await pilot.resize_terminal(100, 30)
+        await wait_until(pilot, lambda: len(view.items) == RELAYOUT_LIMIT, "trimmed on resize")
+        assert view.items[-1].seq == 3000
+        assert not view.complete  # the dropped ones load again when scrolled to
+        await wait_until(pilot, lambda: view.is_vertical_scroll_end, "still at the newest line")
+        assert "old 3000" in screen_text(app)

@@ -63,6 +63,9 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq              INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_open ON outbox (state, peer, ord);
+-- next_ord() reads max(ord) on every send, and sent rows stay: without this index
+-- that is a scan of everything ever sent (10 ms at 333,000 rows).
+CREATE INDEX IF NOT EXISTS outbox_ord ON outbox (ord);
 """
 
 _MSG_COLS: Final = "conv, seq, sender, recipient, client_id, body, ts"

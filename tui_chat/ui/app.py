@@ -517,6 +517,7 @@ class ChatApp(App[int]):
             status = replace(status, lag_ms=lag)
         pending = self.engine.pending_rows()
         failed = sum(1 for m in pending if m.state is OutState.FAILED)
-        self.query_one(StatusBar).update(
-            status_text(status, len(pending), failed, self.demo is not None)
-        )
+        bars = self.query(StatusBar)
+        if not bars:
+            return  # shutting down: the timer can fire after the screen is gone
+        bars.first().update(status_text(status, len(pending), failed, self.demo is not None))

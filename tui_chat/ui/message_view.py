@@ -32,6 +32,8 @@ from tui_chat.core.models import ChatMessage, OutState
 from tui_chat.ui.render import Hints, Styles, render_message
 
 Key = tuple[str, str]
+# Most messages wrapped again when the view's width changes (see _trim_for_relayout).
+RELAYOUT_LIMIT = 2000
 
 
 class MessageView(ScrollView, can_focus=True):
@@ -90,7 +92,11 @@ class MessageView(ScrollView, can_focus=True):
         self._heights: list[int] = []
         self._total = 0
         self._width = 0
-        self._cache: LRUCache[tuple[ChatMessage, int, bool], list[Strip]] = LRUCache(4096)
+        # Strips of recently painted messages (many screens' worth). Kept small on purpose:
+        # every Strip carries several small caches of its own, and 4096 messages' strips are
+        # ~150k objects that every full GC pass scans (measured with 20,000 loaded: 171 ms
+        # of CPU per pass with 4096, 56 ms with 512). Heights are kept apart (below).
+        self._cache: LRUCache[tuple[ChatMessage, int, bool], list[Strip]] = LRUCache(512)
         # Lines per message at the current width (selection and styles do not change it).
         self._height_of: dict[ChatMessage, int] = {}
         self._styles: Styles | None = None
@@ -277,9 +283,37 @@ class MessageView(ScrollView, can_focus=True):
             self._width = width
             self._cache.clear()
             self._height_of.clear()
+            anchor = None if self._follow else self._first_visible()
+            self._trim_for_relayout()
             self._reindex(0)
             if self._follow:
                 self._stick_to_end()
+            elif anchor is not None and anchor in self._index:
+                self.scroll_to(y=self._offsets[self._index[anchor]], animate=False, immediate=True)
+
+    def _first_visible(self) -> Key | None:
+        if not self.items or not self._offsets:
+            return None
+        i = bisect.bisect_right(self._offsets, int(self.scroll_y)) - 1
+        return self.items[max(0, i)].key
+
+    def _trim_for_relayout(self) -> None:
+        """Keep the newest RELAYOUT_LIMIT messages when the width changes.
+
+        Every loaded message must be wrapped again at a new width; with 100,000
+        loaded that froze the screen for many seconds. Older ones are dropped from
+        the view (not the store) and load again page by page when scrolled to.
+        """
+        drop = len(self.items) - RELAYOUT_LIMIT
+        if drop <= 0:
+            return
+        del self.items[:drop]
+        self._index = {}
+        self._offsets.clear()
+        self._heights.clear()
+        self.complete = False
+        if self.selected is not None:
+            self.selected = self.selected - drop if self.selected >= drop else None
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
