@@ -25,7 +25,8 @@ class ConfigError(Exception):
         self.problem = problem
         where = str(path) if path is not None else "configuration"
         if key:
-            where += f": key '{key}'"
+            # repr: a quoted TOML key may hold a newline or ESC, and the message is one line.
+            where += f": key {key!r}"
         super().__init__(f"{where}: {problem}")
 
 

@@ -87,6 +87,20 @@ Command = (
 )
 _decoder = msgspec.json.Decoder(Command)
 _encoder = msgspec.json.Encoder()
+# JSON escapes C0 controls but leaves C1 controls (U+0080-U+009F; U+009B is CSI to many
+# terminals) and bidi overrides raw. Server and peer text goes to stdout, often a terminal:
+# escape those too. A JSON reader gets the same strings.
+_ESCAPE_MORE = {
+    c: f"\\u{c:04x}"
+    for c in [
+        *range(0x80, 0xA0),
+        0x061C,
+        0x200E,
+        0x200F,
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    ]
+}
 
 
 def _message_fields(m: ChatMessage) -> dict[str, Any]:
@@ -147,7 +161,7 @@ class Headless:
         engine.subscribe(lambda e: self.emit(event_to_json(e)))
 
     def emit(self, obj: dict[str, Any]) -> None:
-        self._out.write(_encoder.encode(obj).decode() + "\n")
+        self._out.write(_encoder.encode(obj).decode().translate(_ESCAPE_MORE) + "\n")
         self._out.flush()
 
     def handle_line(self, line: str) -> bool:

@@ -29,8 +29,9 @@ ConvId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 PositiveSeq = Annotated[int, msgspec.Meta(ge=1, le=MAX_SEQ)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=500)]
-# Milliseconds since the Unix epoch, UTC.
-Millis = int
+# Milliseconds since the Unix epoch, UTC. Bounded like every integer on the wire: a client
+# stores what the server sends, and SQLite cannot hold an integer beyond 2**63 - 1.
+Millis = Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)]
 
 
 class _Frame(msgspec.Struct, tag_field="type"):
@@ -83,7 +84,7 @@ class Welcome(_Frame, tag="welcome"):
 
 class Message(_Frame, tag="message"):
     conv: str
-    seq: int
+    seq: PositiveSeq
     sender: str
     to: str
     client_id: str
@@ -92,13 +93,13 @@ class Message(_Frame, tag="message"):
 
 
 class Synced(_Frame, tag="synced"):
-    cursors: dict[str, int]
+    cursors: dict[str, Seq]
 
 
 class Ack(_Frame, tag="ack"):
     client_id: str
     conv: str
-    seq: int
+    seq: PositiveSeq
     ts: Millis
     duplicate: bool = False
 
@@ -116,7 +117,7 @@ class HistoryMessage(msgspec.Struct):
     """A stored message inside a ``history`` reply (same fields as ``message``)."""
 
     conv: str
-    seq: int
+    seq: PositiveSeq
     sender: str
     to: str
     client_id: str
@@ -130,14 +131,14 @@ class HistoryPage(_Frame, tag="history"):
     messages: list[HistoryMessage]
     # True when no older message exists below the oldest one returned.
     complete: bool
-    before: int | None = None
-    after: int | None = None
+    before: PositiveSeq | None = None
+    after: Seq | None = None
 
 
 class Receipt(_Frame, tag="receipt"):
     conv: str
     user: str
-    read_seq: int
+    read_seq: Seq
 
 
 class Error(_Frame, tag="error"):
@@ -218,11 +219,25 @@ def _classify(data: bytes | str, exc: msgspec.DecodeError, known: frozenset[str]
         raw = msgspec.json.decode(data)
     except msgspec.DecodeError:
         return FrameError(ErrorCode.BAD_JSON, f"malformed JSON: {exc}")
+    except (UnicodeDecodeError, RecursionError) as err:
+        # The typed decoder stopped at a wrong field before reaching the unreadable part.
+        return _unparsable(err)
     if isinstance(raw, dict):
         kind = raw.get("type")
         if isinstance(kind, str) and kind not in known:
             return FrameError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind[:40]!r}")
     return FrameError(ErrorCode.BAD_FRAME, str(exc))
+
+
+def _unparsable(exc: UnicodeDecodeError | RecursionError) -> FrameError:
+    """msgspec's own exceptions for JSON it cannot read, which are not DecodeErrors.
+
+    Invalid UTF-8 inside a string of a binary frame raises UnicodeDecodeError, and deep
+    nesting (``[[[[…`` fits easily in one frame) raises RecursionError.
+    """
+    if isinstance(exc, RecursionError):
+        return FrameError(ErrorCode.BAD_JSON, "malformed JSON: nested too deeply")
+    return FrameError(ErrorCode.BAD_JSON, "malformed JSON: invalid UTF-8")
 
 
 def decode_client(data: bytes | str) -> ClientFrame:
@@ -231,6 +246,8 @@ def decode_client(data: bytes | str) -> ClientFrame:
         return frame
     except msgspec.DecodeError as exc:
         raise _classify(data, exc, _KNOWN_CLIENT_TYPES) from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise _unparsable(exc) from None
 
 
 def decode_server(data: bytes | str) -> ServerFrame:
@@ -239,6 +256,8 @@ def decode_server(data: bytes | str) -> ServerFrame:
         return frame
     except msgspec.DecodeError as exc:
         raise _classify(data, exc, _KNOWN_SERVER_TYPES) from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise _unparsable(exc) from None
 
 
 def direct_conv_members(a: str, b: str) -> tuple[str, str]:

@@ -115,6 +115,7 @@ class Engine:
         self._replayed = 0
         self._ack_timed_out = False
         self._online_since: float | None = None
+        self._resyncs = 0  # _Reconnects in a row without reaching online
         self._expire_on_start()
 
     # ------------------------------------------------------------ events
@@ -482,7 +483,13 @@ class Engine:
                 self._backoff.reset()
                 continue
             except _Reconnect:
-                continue
+                # At once the first time; a server whose epoch changes at every login (or
+                # that is behind us again right after a resync) gets the backoff instead
+                # of a tight reconnect loop.
+                self._resyncs += 1
+                if self._resyncs == 1:
+                    continue
+                reason = "the server's history changed again; resyncing"
             if self.stopping:
                 break
             if self._online_since is not None and time.monotonic() - self._online_since >= (
@@ -492,7 +499,8 @@ class Engine:
             self._online_since = None
             last_reason = reason
             delay = self._backoff.prompt_delay() if prompt else self._backoff.next_delay()
-            log.info("connection ended after %.1fs: %s", time.monotonic() - started, reason)
+            # %r: the reason may quote the server (an error frame); logs go to a terminal.
+            log.info("connection ended after %.1fs: %r", time.monotonic() - started, reason)
             self._set_status(
                 ConnectionStatus(
                     ConnState.OFFLINE,
@@ -566,7 +574,13 @@ class Engine:
             cursors=self.store.watermarks(),
         )
         await ws.send(p.encode(hello), text=True)
-        first = p.decode_server(await asyncio.wait_for(ws.recv(), self.config.sync.connect_timeout))
+        raw = await asyncio.wait_for(ws.recv(), self.config.sync.connect_timeout)
+        try:
+            first = p.decode_server(raw)
+        except p.FrameError as exc:
+            # Not our protocol (or a broken server): report it and retry with backoff.
+            self._emit(ServerNotice(exc.code, f"undecodable frame from server: {exc.reason}"))
+            return f"undecodable answer to the login: {exc.reason}"
         if isinstance(first, p.Error):
             # The close frame with the code follows; recv() raises ConnectionClosed.
             await asyncio.wait_for(ws.recv(), self.config.sync.connect_timeout)
@@ -663,6 +677,7 @@ class Engine:
         self._flush()
         self._online = True
         self._online_since = time.monotonic()
+        self._resyncs = 0
         self._set_status(ConnectionStatus(ConnState.ONLINE, since=time.time()))
         self._emit(Synced(self._replayed))
         # Only now, with the catch-up applied, is a still-pending message
@@ -685,11 +700,17 @@ class Engine:
     ) -> None:
         own = sender == self.user
         if not own and to != self.user:
-            log.warning("ignoring message %s/%s not addressed to us", conv, seq)
+            # %r: conv is the server's text, and headless logs to a terminal (stderr).
+            log.warning("ignoring message %r/%s not addressed to us", conv, seq)
             return
         peer = to if own else sender
         if self.store.peer_of(conv) not in (None, peer):
-            log.warning("ignoring message %s/%s: conversation belongs to another peer", conv, seq)
+            log.warning("ignoring message %r/%s: conversation belongs to another peer", conv, seq)
+            return
+        if self.store.conv_of(peer) not in (None, conv):
+            # A pair has one conversation (until an epoch reset clears it): another id would
+            # re-point the peer's history and hand its watermark to the wrong conversation.
+            log.warning("ignoring message %r/%s: not the conversation with this peer", conv, seq)
             return
         self.store.ensure_conversation(peer, conv)
         wm = self.store.watermark(conv)
@@ -734,6 +755,21 @@ class Engine:
         row = self._open.get(ack.client_id) or self.store.outbox_row(ack.client_id)
         if row is None or row.state is OutState.SENT:
             self._inflight.pop(ack.client_id, None)
+            return
+        held = self.store.message_view(ack.conv, ack.seq)
+        if (
+            self.store.peer_of(ack.conv) not in (None, row.peer)
+            or self.store.conv_of(row.peer) not in (None, ack.conv)
+            or (held is not None and held.key != (self.user, ack.client_id))
+        ):
+            # Only a broken or hostile server says this: "sent" would point the message at
+            # another conversation, or at a place another message holds. It stays in flight.
+            log.warning(
+                "ignoring ack for %r: %r/%s contradicts the history",
+                ack.client_id,
+                ack.conv,
+                ack.seq,
+            )
             return
         # The ack carries everything the message frame would: store it now so
         # the bubble never disappears between "sent" and the echo.

@@ -58,6 +58,7 @@ from tui_chat.server.writer import (
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 1000
+MAX_THROTTLE_KEYS = 10_000
 # History replies stay well under the 1 MiB default frame limit of websockets clients.
 MAX_PAGE_BYTES = 512 * 1024
 _page_encoder = msgspec.json.Encoder()
@@ -235,7 +236,7 @@ class ChatServer:
         user, token = frame.user, frame.token
         ok = await self._readers.run(lambda c: db.check_token(c, user, token))
         if not ok:
-            self._auth_failures[throttle_key].append(time.monotonic())
+            self._note_auth_failure(throttle_key)
             await self._send_error(ws, ErrorCode.AUTH_FAILED, "unknown user or wrong token")
             await ws.close(CloseCode.AUTH_FAILED, "unknown user or wrong token")
             return None
@@ -261,6 +262,15 @@ class ChatServer:
             self._unregister(session)
             return None
         return session
+
+    def _note_auth_failure(self, key: str) -> None:
+        # Made-up user names must not grow this table without bound: past a size,
+        # forget every key whose failures have all left the window.
+        if len(self._auth_failures) >= MAX_THROTTLE_KEYS:
+            horizon = time.monotonic() - self.config.limits.auth_window
+            for stale in [k for k, q in self._auth_failures.items() if not q or q[-1] < horizon]:
+                del self._auth_failures[stale]
+        self._auth_failures[key].append(time.monotonic())
 
     def _throttled(self, user: str) -> bool:
         limits = self.config.limits

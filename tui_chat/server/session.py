@@ -28,11 +28,15 @@ async def close_within(ws: ServerConnection, code: int, reason: str, limit: floa
     """Close with ``code``, but abort the TCP connection if that takes over ``limit`` seconds.
 
     ``ServerConnection.close`` first waits until the close frame is written; while the
-    peer's receive window is full that never happens, and websockets' own close_timeout
-    only starts afterwards. Without this bound one client that stops reading would hold
-    its connection (and a server shutdown) until keepalive noticed, or for ever with
-    keepalive disabled.
+    peer's receive window is full that never happens. Without this bound one client that
+    stops reading would hold its connection (and a server shutdown) until keepalive
+    noticed, or for ever with keepalive disabled.
     """
+    # websockets starts its own close deadline (close_timeout) when the close frame is
+    # queued, not when it is written, and any write on the connection after that deadline
+    # (the next keepalive ping, for one) aborts the TCP connection at once. Give it the
+    # same bound, or a slow reader is reset close_timeout after the 4409 and sees 1006.
+    ws.close_timeout = limit
     try:
         async with asyncio.timeout(limit):
             await ws.close(code, reason)
