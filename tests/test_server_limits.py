@@ -206,14 +206,22 @@ async def test_rate_limit_rejects_with_retry_after(chat_server_factory: ServerFa
     assert sorted(r[0] for r in stored) == ["r0", "r1", "r2", "r3", "r4", "r5"]
 
 
+@pytest.mark.parametrize(
+    "queue_limit",
+    [
+        {"max_outgoing": 20},  # counted in frames
+        {"max_outgoing": 100_000, "max_outgoing_bytes": 500_000},  # counted in bytes
+    ],
+    ids=["frames", "bytes"],
+)
 async def test_slow_reader_is_closed_with_4409_and_others_are_unaffected(
-    chat_server_factory: ServerFactory,
+    chat_server_factory: ServerFactory, queue_limit: dict[str, int]
 ) -> None:
     big = 60_000
     srv = await chat_server_factory(
         ServerConfig(
             limits=Limits(
-                max_outgoing=20, max_body=big, max_frame=256 * 1024, rate=10_000, burst=10_000
+                max_body=big, max_frame=256 * 1024, rate=10_000, burst=10_000, **queue_limit
             )
         )
     )

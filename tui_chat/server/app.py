@@ -241,7 +241,7 @@ class ChatServer:
             await ws.close(CloseCode.AUTH_FAILED, "unknown user or wrong token")
             return None
         self._auth_failures.pop(throttle_key, None)
-        session = Session(ws, user, limits.max_outgoing)
+        session = Session(ws, user, limits.max_outgoing, limits.max_outgoing_bytes)
         session.replayed = dict(frame.cursors)
         # Registered before the replay snapshot is read: anything committed
         # later is queued, anything earlier is in the snapshot; the overlap is

@@ -34,6 +34,8 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     burst: PositiveInt = 200
     # Frames waiting to go out to one connection before it is closed as too slow.
     max_outgoing: PositiveInt = 10_000
+    # ... or this many bytes of them, whichever comes first.
+    max_outgoing_bytes: PositiveInt = 8 * 1024 * 1024
     # Messages waiting for the writer before new sends are rejected as unavailable.
     max_pending_writes: PositiveInt = 20_000
     # Failed logins per user name within auth_window seconds before throttling.

@@ -70,10 +70,14 @@ class Session:
     comes back and resumes from its cursors instead of holding server memory.
     """
 
-    def __init__(self, ws: ServerConnection, user: str, max_outgoing: int) -> None:
+    def __init__(
+        self, ws: ServerConnection, user: str, max_outgoing: int, max_outgoing_bytes: int
+    ) -> None:
         self.ws = ws
         self.user = user
         self.max_outgoing = max_outgoing
+        self.max_outgoing_bytes = max_outgoing_bytes
+        self._queued_bytes = 0
         self._queue: collections.deque[tuple[str | None, int, bytes]] = collections.deque()
         self._wakeup = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
@@ -86,9 +90,15 @@ class Session:
     def push(self, data: bytes, conv: str | None = None, seq: int = 0) -> None:
         if self._closing:
             return
-        if len(self._queue) >= self.max_outgoing:
+        # Bounded in frames and in bytes: 10,000 frames of 4,000-character
+        # bodies would otherwise let one slow reader hold ~40 MB.
+        if (
+            len(self._queue) >= self.max_outgoing
+            or self._queued_bytes + len(data) > self.max_outgoing_bytes
+        ):
             self._closing = True
             self._queue.clear()
+            self._queued_bytes = 0
             log.info("closing slow connection of %s: outgoing queue full", self.user)
             # Keep a reference: the loop holds tasks only weakly.
             self._close_task = asyncio.get_running_loop().create_task(
@@ -101,6 +111,7 @@ class Session:
             )
             return
         self._queue.append((conv, seq, data))
+        self._queued_bytes += len(data)
         self._wakeup.set()
 
     def start_sending(self) -> None:
@@ -123,6 +134,7 @@ class Session:
                 self._wakeup.clear()
                 while queue:
                     conv, seq, data = queue.popleft()
+                    self._queued_bytes -= len(data)
                     if conv is not None and seq <= replayed.get(conv, 0):
                         continue
                     await send(data, text=True)
