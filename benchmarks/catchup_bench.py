@@ -52,75 +52,45 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import cProfile
-import json
-import os
-import platform
 import pstats
 import random
-import re
 import secrets
 import shutil
 import sqlite3
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-# The benchmark is run as a script; make the repository importable without installing it.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from websockets.asyncio.client import connect  # noqa: E402
-
-from tui_chat import protocol as p  # noqa: E402
-from tui_chat.core import engine as engine_mod  # noqa: E402
-from tui_chat.core.config import (  # noqa: E402
-    AccountSection,
-    ClientConfig,
-    ServerSection,
-    StorageSection,
+from _common import (
+    FAST_LIMITS,
+    ServerProcess,
+    client_config,
+    machine_info,
+    median,
+    percentile,
+    proc_cpu_seconds,
+    random_body,
+    random_client_id,
+    start_server,
+    stop_server,
+    write_json,
+    write_server_toml,
 )
-from tui_chat.core.engine import Engine  # noqa: E402
-from tui_chat.core.models import Event, MessageChanged, OutState, Synced  # noqa: E402
-from tui_chat.server import db  # noqa: E402
+from websockets.asyncio.client import connect
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-LISTEN_RE = re.compile(r"listening on ws://127\.0\.0\.1:(\d+)")
+from tui_chat import protocol as p
+from tui_chat.core import engine as engine_mod
+from tui_chat.core.engine import Engine
+from tui_chat.core.models import Event, MessageChanged, OutState, Synced
+from tui_chat.server import db
+
 TARGET_RATE = 20_000.0  # messages/s for the engine catch-up (issue 3, item 11)
 READER = "reader"
 
-_TEXT = (
-    "the quick brown fox jumps over lazy dog ok sure see you at noon tomorrow is fine "
-    "did you push the fix yet? the build is green again lunch café 🙂 ping me when the "
-    "deploy is done thanks! meeting moved to 3pm can't make it sorry running late"
-)
-WORDS = tuple(_TEXT.split())
-
-
 # ===================================================================== server side
-
-
-def _client_id(rng: random.Random) -> str:
-    # Like Engine's new_client_id(): 128 random bits, URL-safe base64, 22 characters.
-    return base64.urlsafe_b64encode(rng.getrandbits(128).to_bytes(16, "big")).decode()[:22]
-
-
-def _body(rng: random.Random) -> str:
-    target = rng.randint(20, 200)
-    out: list[str] = []
-    size = 0
-    while size < target:
-        w = rng.choice(WORDS)
-        out.append(w)
-        size += len(w) + 1
-    return " ".join(out)[:target].strip() or "hi"
 
 
 def fill_server_db(path: Path, messages: int, conversations: int, seed: int) -> dict[str, Any]:
@@ -150,7 +120,9 @@ def fill_server_db(path: Path, messages: int, conversations: int, seed: int) -> 
     for i in range(messages):
         conv, peer = convs[i % conversations]
         last[conv] += 1
-        rows.append((conv, last[conv], peer, READER, _client_id(rng), _body(rng), ts0 + i * 10))
+        rows.append(
+            (conv, last[conv], peer, READER, random_client_id(rng), random_body(rng), ts0 + i * 10)
+        )
     conn.executemany(
         "INSERT INTO messages(conv, seq, sender, recipient, client_id, body, ts) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -180,80 +152,20 @@ def load_frames(path: Path) -> list[bytes]:
     return frames
 
 
-class ServerProcess:
-    def __init__(self, workdir: Path, db_path: Path) -> None:
-        self.workdir = workdir
-        self.db_path = db_path
-        self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
+def start_fast_server(workdir: Path, db_path: Path) -> ServerProcess:
+    """The server on ``db_path`` with the rate limit raised; its stderr goes to
+    ``workdir/server.stderr`` when it is stopped."""
+    toml = workdir / "server.toml"
+    write_server_toml(toml, {"limits": FAST_LIMITS})
+    return start_server(db_path, toml)
 
-    def start(self, timeout: float = 30.0) -> None:
-        toml = self.workdir / "server.toml"
-        toml.write_text("[limits]\nrate = 100000\nburst = 100000\n")
-        cmd = [
-            sys.executable,
-            "-m",
-            "tui_chat.server.cli",
-            "serve",
-            "--db",
-            str(self.db_path),
-            "--port",
-            "0",
-            "--config",
-            str(toml),
-        ]
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=(self.workdir / "server.stderr").open("w"),
-            text=True,
-        )
-        deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            m = LISTEN_RE.search(line)
-            if m:
-                self.port = int(m.group(1))
-                return
-        self.stop()
-        err = (self.workdir / "server.stderr").read_text()[-2000:]
-        raise RuntimeError(f"server did not start: {err}")
 
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def cpu_seconds(self) -> float:
-        assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+def server_cpu_seconds(server: ServerProcess) -> float:
+    assert server.pid is not None
+    return proc_cpu_seconds(server.pid)
 
 
 # ===================================================================== measurements
-
-
-def _config(user: str, token: str, url: str, store_dir: Path) -> ClientConfig:
-    return ClientConfig(
-        account=AccountSection(user=user, token=token),
-        server=ServerSection(url=url),
-        storage=StorageSection(dir=str(store_dir)),
-    )
 
 
 class _Cpu:
@@ -262,10 +174,10 @@ class _Cpu:
     def __init__(self, server: ServerProcess) -> None:
         self.server = server
         self.c0 = time.process_time()
-        self.s0 = server.cpu_seconds()
+        self.s0 = server_cpu_seconds(server)
 
     def done(self) -> tuple[float, float]:
-        return time.process_time() - self.c0, self.server.cpu_seconds() - self.s0
+        return time.process_time() - self.c0, server_cpu_seconds(self.server) - self.s0
 
 
 def measure_decode(frames: list[bytes]) -> float:
@@ -310,7 +222,7 @@ async def measure_engine_catchup(
     limit_s: float,
     profile: Path | None,
 ) -> dict[str, float]:
-    engine = Engine(_config(READER, token, server.url, store_dir), token)
+    engine = Engine(client_config(READER, token, server.url, store_dir), token)
     synced: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     events = 0
 
@@ -372,7 +284,7 @@ async def measure_engine_catchup(
 async def measure_latency(
     server: ServerProcess, tokens: dict[str, str], store_dir: Path, n: int, limit_s: float
 ) -> dict[str, list[float]]:
-    engine = Engine(_config("lat_e", tokens["lat_e"], server.url, store_dir), tokens["lat_e"])
+    engine = Engine(client_config("lat_e", tokens["lat_e"], server.url, store_dir), tokens["lat_e"])
     loop = asyncio.get_running_loop()
     online: asyncio.Future[None] = loop.create_future()
     waiting: dict[str, asyncio.Future[float]] = {}
@@ -433,46 +345,13 @@ async def measure_latency(
 # ===================================================================== reporting
 
 
-def _pct(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    s = sorted(values)
-    k = max(0, min(len(s) - 1, int(-(-q * len(s) // 100)) - 1))
-    return s[k]
-
-
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    import msgspec
-    from websockets.version import version as websockets_version
-
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "sqlite": sqlite3.sqlite_version,
-        "msgspec": msgspec.__version__,
-        "websockets": websockets_version,
-        "kernel": platform.release(),
-    }
-
-
 def summarize(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
     def med(key: str, sub: str) -> float:
-        return _median([r[key][sub] for r in runs])
+        return median([r[key][sub] for r in runs])
 
     eng_s = med("engine", "seconds")
     raw_s = med("raw", "seconds")
-    dec_s = _median([r["decode_seconds"] for r in runs])
+    dec_s = median([r["decode_seconds"] for r in runs])
     lat = [r["latency"] for r in runs]
     out: dict[str, Any] = {
         "messages": n,
@@ -494,8 +373,8 @@ def summarize(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
         "pass": n / eng_s >= TARGET_RATE,
     }
     for kind in ("engine", "bare", "send_call"):
-        out[f"lat_{kind}_p50"] = _median([_pct(x[kind], 50) for x in lat])
-        out[f"lat_{kind}_p99"] = _median([_pct(x[kind], 99) for x in lat])
+        out[f"lat_{kind}_p50"] = median([percentile(x[kind], 50) for x in lat])
+        out[f"lat_{kind}_p99"] = median([percentile(x[kind], 99) for x in lat])
     out["lat_ratio_p50"] = out["lat_engine_p50"] / out["lat_bare_p50"]
     out["lat_ratio_p99"] = out["lat_engine_p99"] / out["lat_bare_p99"]
     return out
@@ -573,8 +452,7 @@ async def run_all(args: argparse.Namespace, base: Path) -> tuple[list[dict[str, 
     )
     tokens: dict[str, str] = filled["tokens"]
     last_seq: dict[str, int] = filled["last_seq"]
-    server = ServerProcess(base, db_path)
-    server.start()
+    server = start_fast_server(base, db_path)
     runs: list[dict[str, Any]] = []
     deadline = time.monotonic() + args.max_seconds
     try:
@@ -610,12 +488,12 @@ async def run_all(args: argparse.Namespace, base: Path) -> tuple[list[dict[str, 
             print(
                 f"repeat {rep + 1}: engine {n / eng['seconds']:,.0f}/s, "
                 f"raw {n / raw['seconds']:,.0f}/s, decode {n / dec:,.0f}/s, "
-                f"latency p50 engine {_pct(lat['engine'], 50):.2f} ms / "
-                f"bare {_pct(lat['bare'], 50):.2f} ms",
+                f"latency p50 engine {percentile(lat['engine'], 50):.2f} ms / "
+                f"bare {percentile(lat['bare'], 50):.2f} ms",
                 flush=True,
             )
     finally:
-        server.stop()
+        stop_server(server, 15, base / "server.stderr")
     return runs, len(frames)
 
 
@@ -652,7 +530,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
-    machine = machine_info()
+    machine = machine_info(
+        "nproc", "cpu", "python", "implementation", "sqlite", "msgspec", "websockets", "kernel"
+    )
     summary = summarize(runs, n)
     print_report(summary, args, machine)
     if args.profile:
@@ -664,11 +544,7 @@ def main(argv: list[str] | None = None) -> int:
             "summary": summary,
             "runs": runs,
         }
-        text = json.dumps(doc, indent=2)
-        if str(args.json) == "-":
-            print(text)
-        else:
-            args.json.write_text(text)
+        write_json(args.json, doc)
     return 0
 
 

@@ -65,20 +65,16 @@ import argparse
 import asyncio
 import collections
 import contextlib
-import json
 import math
 import multiprocessing
 import multiprocessing.connection
 import os
-import platform
 import random
-import re
 import resource
 import shutil
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -88,14 +84,24 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from _common import (
+    ServerProcess,
+    Workers,
+    create_users,
+    machine_cpu_seconds,
+    machine_info,
+    numbered_users,
+    percentile,
+    proc_cpu_seconds,
+    serve_commands,
+    start_server,
+    stderr_tail,
+    stop_server,
+    wait_for_quiet,
+    write_json,
+    write_server_toml,
+)
 
-# The test is run as a script; make the repository importable without installing it.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-LISTEN_RE = re.compile(r"listening on ws://127\.0\.0\.1:(\d+)")
 TOO_SLOW = 4409
 
 
@@ -200,29 +206,13 @@ class _Worker:
     # ------------------------------------------------------------ commands
 
     async def run(self) -> None:
-        while True:
-            cmd, args = await asyncio.to_thread(self.pipe.recv)
-            try:
-                if cmd == "connect":
-                    result: Any = await self.connect(**args)
-                elif cmd == "load":
-                    result = await self.load(**args)
-                elif cmd == "converge":
-                    result = await self.converge(**args)
-                elif cmd == "report":
-                    result = self.report()
-                elif cmd == "close":
-                    await self.close()
-                    self.pipe.send(("ok", None))
-                    return
-                else:
-                    raise ValueError(f"unknown command {cmd}")
-            except Exception as exc:  # reported to the orchestrator, which stops the run
-                import traceback
-
-                self.pipe.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
-                continue
-            self.pipe.send(("ok", result))
+        commands = {
+            "connect": self.connect,
+            "load": self.load,
+            "converge": self.converge,
+            "report": self.report,
+        }
+        await serve_commands(self.pipe, commands, self.close, with_traceback=True)
 
     async def connect(
         self,
@@ -616,143 +606,6 @@ def _worker_main(pipe: multiprocessing.connection.Connection) -> None:
     asyncio.run(_Worker(pipe).run())
 
 
-class Workers:
-    def __init__(self, count: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.pipes: list[multiprocessing.connection.Connection] = []
-        self.procs: list[Any] = []
-        for _ in range(count):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker_main, args=(child,), daemon=True)
-            p.start()
-            child.close()
-            self.pipes.append(parent)
-            self.procs.append(p)
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    def call(self, cmd: str, per_worker: list[dict[str, Any]], timeout: float) -> list[Any]:
-        for pipe, args in zip(self.pipes, per_worker, strict=True):
-            pipe.send((cmd, args))
-        deadline = time.monotonic() + timeout
-        out = []
-        for pipe in self.pipes:
-            if not pipe.poll(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"load generator did not finish {cmd} in {timeout:.0f} s")
-            status, result = pipe.recv()
-            if status != "ok":
-                raise RuntimeError(f"load generator failed in {cmd}: {result}")
-            out.append(result)
-        return out
-
-    def shutdown(self) -> None:
-        for pipe in self.pipes:
-            with contextlib.suppress(OSError, BrokenPipeError):
-                pipe.send(("close", {}))
-        for pipe in self.pipes:
-            with contextlib.suppress(OSError, EOFError):
-                if pipe.poll(20):
-                    pipe.recv()
-        for p in self.procs:
-            p.join(10)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
-
-
-# ===================================================================== server process
-
-
-class Server:
-    def __init__(self, workdir: Path, verbose: bool = False) -> None:
-        self.workdir = workdir
-        self.verbose = verbose
-        self.db_path = workdir / "server.db"
-        self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
-        self.stderr_path = workdir / "server.stderr"
-
-    def start(self, timeout: float = 30.0) -> None:
-        import selectors
-
-        cmd = [
-            sys.executable,
-            "-m",
-            "tui_chat.server.cli",
-            "serve",
-            "--db",
-            str(self.db_path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--config",
-            str(self.workdir / "server.toml"),
-        ]
-        if self.verbose:
-            cmd.append("-v")  # logs each connection and each 4409 to server.stderr
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        with self.stderr_path.open("w") as stderr:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdout=subprocess.PIPE,
-                stderr=stderr,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                env=env,
-                cwd=self.workdir,
-            )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    raise RuntimeError(f"server did not start: {self.stderr_tail()}")
-                line = self.proc.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"server exited: {self.stderr_tail()}")
-                m = LISTEN_RE.search(line)
-                if m:
-                    self.port = int(m.group(1))
-                    return
-        finally:
-            sel.close()
-
-    def stderr_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.stderr_path.read_text()[-2000:]
-        return ""
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        return proc.returncode
-
-
 def raise_fd_limit(needed: int) -> tuple[int, int]:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
@@ -764,56 +617,22 @@ def raise_fd_limit(needed: int) -> tuple[int, int]:
     return soft, hard
 
 
-def write_server_toml(path: Path, args: argparse.Namespace) -> None:
-    path.write_text(
-        "# Written by benchmarks/load_test.py: a modest outgoing queue per connection, so\n"
-        "# that a client that stops reading overflows it (close 4409) within seconds.\n"
-        "[limits]\n"
-        f"max_outgoing = {args.max_outgoing}\n"
-        f"max_body = {max(4000, args.flood_body, args.body)}\n"
-        "\n"
-        "[durability]\n"
-        f'synchronous = "{args.synchronous}"\n'
+def write_toml(path: Path, args: argparse.Namespace) -> None:
+    write_server_toml(
+        path,
+        {
+            "limits": {
+                "max_outgoing": args.max_outgoing,
+                "max_body": max(4000, args.flood_body, args.body),
+            },
+            "durability": {"synchronous": args.synchronous},
+        },
+        "Written by benchmarks/load_test.py: a modest outgoing queue per connection, so\n"
+        "that a client that stops reading overflows it (close 4409) within seconds.",
     )
 
 
-def create_users(db_path: Path, n: int) -> list[tuple[str, str]]:
-    """The same calls as ``tui-chat-server add-user``, in one transaction."""
-    from tui_chat.server import db
-
-    conn, _ = db.open_db(db_path)
-    try:
-        conn.execute("BEGIN")
-        users = [(f"u{i:04d}", db.add_user(conn, f"u{i:04d}")) for i in range(n)]
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-    return users
-
-
 # ===================================================================== sampling
-
-
-def _proc_cpu_seconds(pid: int) -> float:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return float("nan")
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def _machine_busy_seconds() -> float:
-    """CPU seconds all cores have spent since boot on anything but idle and iowait."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-def _machine_irq_seconds() -> float:
-    """CPU seconds in interrupts (mostly the loopback network stack), charged to no process."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    return (int(fields[5]) + int(fields[6])) / CLK_TCK
 
 
 def _runqueue_wait_seconds(pid: int) -> float:
@@ -824,18 +643,6 @@ def _runqueue_wait_seconds(pid: int) -> float:
             with contextlib.suppress(OSError, ValueError, IndexError):
                 total += int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
     return total / 1e9
-
-
-def wait_for_quiet(max_wait: float, threshold: float) -> float:
-    """Wait (up to ``max_wait`` s) until the machine is nearly idle; return the busy cores of
-    the last second. Other work on the same cores skews every latency figure."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        m0, t0 = _machine_busy_seconds(), time.monotonic()
-        time.sleep(1.0)
-        busy = (_machine_busy_seconds() - m0) / (time.monotonic() - t0)
-        if busy <= threshold or time.monotonic() >= deadline:
-            return busy
 
 
 def _rss_kib(pid: int) -> int:
@@ -889,6 +696,8 @@ class Sampler(threading.Thread):
         next_at = time.monotonic()
         while not self._halt.is_set():
             now = time.monotonic()
+            # Busy = processes and interrupts (which the kernel charges to no process).
+            busy, irq = machine_cpu_seconds()
             self.samples.append(
                 {
                     "t": round(now - self.t0, 2),
@@ -896,10 +705,10 @@ class Sampler(threading.Thread):
                     "phase": self.phase,
                     "rss_mib": _rss_kib(self.pid) / 1024,
                     "sockets": _sockets(self.pid),
-                    "cpu_s": _proc_cpu_seconds(self.pid),
-                    "gen_cpu_s": sum(_proc_cpu_seconds(p) for p in self.gen_pids),
-                    "machine_s": _machine_busy_seconds(),
-                    "irq_s": _machine_irq_seconds(),
+                    "cpu_s": proc_cpu_seconds(self.pid),
+                    "gen_cpu_s": sum(proc_cpu_seconds(p) for p in self.gen_pids),
+                    "machine_s": busy + irq,
+                    "irq_s": irq,
                     "server_wait_s": _runqueue_wait_seconds(self.pid),
                     "own_cpu_s": time.process_time(),
                     "conversations": self._conversations(),
@@ -1103,14 +912,6 @@ FAILURE_KEYS = (
 # ===================================================================== report
 
 
-def _pct(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = max(0, math.ceil(p / 100 * len(s)) - 1)
-    return s[k]
-
-
 def _ms(v: float) -> str:
     return "n/a" if math.isnan(v) else f"{v * 1000:.1f}"
 
@@ -1227,8 +1028,8 @@ def summarize(
         {
             "second": sec,
             "acks": len(v),
-            "p50_ms": round(_pct(v, 50) * 1000, 1),
-            "p99_ms": round(_pct(v, 99) * 1000, 1),
+            "p50_ms": round(percentile(v, 50) * 1000, 1),
+            "p99_ms": round(percentile(v, 99) * 1000, 1),
             "max_ms": round(max(v) * 1000, 1),
         }
         for sec, v in sorted(per_second.items())
@@ -1248,27 +1049,27 @@ def summarize(
         "unacked_after_drain": sum(x["unacked_after_drain"] for x in loads),
         "ack_latency_normal_ms": {
             "n": len(lat_normal_i),
-            "p50": _pct(lat_normal_i, 50) * 1000,
-            "p90": _pct(lat_normal_i, 90) * 1000,
-            "p99": _pct(lat_normal_i, 99) * 1000,
-            "p999": _pct(lat_normal_i, 99.9) * 1000,
+            "p50": percentile(lat_normal_i, 50) * 1000,
+            "p90": percentile(lat_normal_i, 90) * 1000,
+            "p99": percentile(lat_normal_i, 99) * 1000,
+            "p999": percentile(lat_normal_i, 99.9) * 1000,
             "max": max(lat_normal_i, default=float("nan")) * 1000,
         },
         "ack_latency_normal_from_actual_send_ms": {
-            "p50": _pct(lat_normal_s, 50) * 1000,
-            "p99": _pct(lat_normal_s, 99) * 1000,
+            "p50": percentile(lat_normal_s, 50) * 1000,
+            "p99": percentile(lat_normal_s, 99) * 1000,
         },
         "ack_latency_slow_readers_ms": {
             "n": len(lat_slow_i),
-            "p50": _pct(lat_slow_i, 50) * 1000,
-            "p99": _pct(lat_slow_i, 99) * 1000,
+            "p50": percentile(lat_slow_i, 50) * 1000,
+            "p99": percentile(lat_slow_i, 99) * 1000,
         },
         "duplicate_acks": dup_acks,
         "closes_normal_clients": dict(closes_normal),
         "closes_slow_readers": dict(closes_slow),
         "reconnect_s": {
             "n": len(reconnects),
-            "p50": _pct(reconnects, 50),
+            "p50": percentile(reconnects, 50),
             "max": max(reconnects, default=float("nan")),
         },
         "connect_failures": connect_failures,
@@ -1446,26 +1247,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.rate <= 0 or args.duration <= 0 or args.stalls < 1 or args.stall <= 0:
         raise SystemExit("--rate, --duration, --stall and --stalls must be positive")
     raise_fd_limit(args.clients + 200)
-    machine: dict[str, Any] = {
-        "nproc": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
+    machine = machine_info("nproc", "python", "platform")
     if args.wait_quiet > 0:
-        busy = wait_for_quiet(args.wait_quiet, 0.3)
+        busy = wait_for_quiet(args.wait_quiet, 0.3, count_irq=True)
         print(f"machine busy before the run: {busy:.2f} cores", flush=True)
         machine["busy_before_run_cores"] = round(busy, 2)
     tmp = Path(tempfile.mkdtemp(prefix="tui-chat-load-"))
-    server = Server(tmp, verbose=args.verbose)
+    db_path = tmp / "server.db"
+    server: ServerProcess | None = None
     workers: Workers | None = None
     sampler: Sampler | None = None
     try:
-        write_server_toml(tmp / "server.toml", args)
-        users = create_users(server.db_path, args.clients)
+        write_toml(tmp / "server.toml", args)
+        users = create_users(db_path, numbered_users(args.clients))
         names = [u for u, _ in users]
-        server.start()
-        workers = Workers(args.workers)
-        sampler = Sampler(server.pid, workers.pids, server.db_path)
+        # -v logs each connection and each 4409 (kept in server.stderr with --keep).
+        server = start_server(
+            db_path, tmp / "server.toml", extra_args=["-v"] if args.verbose else []
+        )
+        assert server.pid is not None
+        workers = Workers(args.workers, _worker_main)
+        sampler = Sampler(server.pid, workers.pids, db_path)
         sampler.start()
         time.sleep(1.5)  # an idle sample or two first
 
@@ -1533,7 +1335,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler.phase = "converge"
 
         # What the database holds for every user now that every send is acked.
-        conn = sqlite3.connect(f"file:{server.db_path}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
         expected: dict[str, dict[str, int]] = collections.defaultdict(dict)
         for conv, a, b, last in conn.execute(
             "SELECT id, user_a, user_b, last_seq FROM conversations"
@@ -1556,16 +1358,16 @@ def main(argv: list[str] | None = None) -> int:
         workers.shutdown()
         workers = None
         time.sleep(1.0)
-        server_exit = server.stop()
+        server_exit = stop_server(server, 30, tmp / "server.stderr")
         sampler.stop()
 
-        checked = check(server.db_path, reports)
+        checked = check(db_path, reports)
         mem = memory_summary(sampler.samples, start, end)
         problems = []
         if not_converged:
             problems.append(f"{len(not_converged)} clients did not converge: {not_converged[:5]}")
         if server_exit != 0:
-            problems.append(f"server exit code {server_exit}: {server.stderr_tail()}")
+            problems.append(f"server exit code {server_exit}: {stderr_tail(server)}")
         extra = {
             "load_start": start,
             "connected": connected,
@@ -1600,7 +1402,7 @@ def main(argv: list[str] | None = None) -> int:
                     for s in sampler.samples
                 ],
             }
-            args.json.write_text(json.dumps(out, indent=1, default=str))
+            write_json(args.json, out, indent=1)
         ok = summary["failed"] == 0 and not problems and connected == args.clients
         return 0 if ok else 1
     finally:
@@ -1608,7 +1410,8 @@ def main(argv: list[str] | None = None) -> int:
             workers.shutdown()
         if sampler is not None:
             sampler.stop()
-        server.stop()
+        if server is not None:
+            stop_server(server, 30, tmp / "server.stderr")
         if args.keep:
             print(f"kept {tmp}")
         else:

@@ -42,12 +42,8 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
-import platform
-import re
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,14 +53,25 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-
-# The benchmark is run as a script; make the repository importable without installing it.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-LISTEN_RE = re.compile(r"listening on ws://127\.0\.0\.1:(\d+)")
+from _common import (
+    FAST_LIMITS,
+    ServerProcess,
+    Workers,
+    create_users,
+    machine_cpu_seconds,
+    machine_info,
+    median,
+    numbered_users,
+    percentile,
+    proc_cpu_seconds,
+    serve_commands,
+    start_server,
+    stderr_tail,
+    stop_server,
+    wait_for_quiet,
+    write_json,
+    write_server_toml,
+)
 
 TARGET_ACKED = 5000.0
 TARGET_P99_MS = 20.0
@@ -143,7 +150,8 @@ async def _relay_main(port: int, echo: bool) -> int:
         loop.add_signal_handler(sig, stop.set)
     async with serve(handler, "127.0.0.1", port, compression=None, max_size=64 * 1024) as server:
         bound = server.sockets[0].getsockname()[1]
-        print(f"bare relay listening on ws://127.0.0.1:{bound}", flush=True)
+        # The line ServerProcess waits for (it stands in for the server's own).
+        print(f"tui-chat-server listening on ws://127.0.0.1:{bound} (bare relay)", flush=True)
         await stop.wait()
     return 0
 
@@ -209,25 +217,8 @@ class _Worker:
     # ------------------------------------------------------------ commands
 
     async def run(self) -> None:
-        while True:
-            cmd, args = await asyncio.to_thread(self.pipe.recv)
-            try:
-                if cmd == "connect":
-                    result: Any = await self.connect(**args)
-                elif cmd == "phase_a":
-                    result = await self.phase_a(**args)
-                elif cmd == "phase_b":
-                    result = await self.phase_b(**args)
-                elif cmd == "close":
-                    await self.close()
-                    self.pipe.send(("ok", None))
-                    return
-                else:
-                    raise ValueError(f"unknown command {cmd}")
-            except Exception as exc:
-                self.pipe.send(("error", f"{type(exc).__name__}: {exc}"))
-                continue
-            self.pipe.send(("ok", result))
+        commands = {"connect": self.connect, "phase_a": self.phase_a, "phase_b": self.phase_b}
+        await serve_commands(self.pipe, commands, self.close)
 
     async def connect(self, url: str, users: list[tuple[str, str, str]]) -> dict[str, Any]:
         from websockets.asyncio.client import connect
@@ -427,131 +418,22 @@ def _worker_main(pipe: multiprocessing.connection.Connection) -> None:
 # ===================================================================== orchestration
 
 
-class Target:
-    """One server process (ours or the relay), started fresh for each repeat."""
+class RelayProcess(ServerProcess):
+    """The bare relay (``relay`` subcommand of this script), run like the server."""
 
-    def __init__(self, kind: str, workdir: Path, args: argparse.Namespace) -> None:
-        self.kind = kind
-        self.workdir = workdir
-        self.args = args
-        self.proc: subprocess.Popen[str] | None = None
-        self.port = 0
-        self.stderr_path = workdir / f"{kind}.stderr"
-
-    def start(self, timeout: float = 30.0) -> None:
-        py = sys.executable
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        if self.kind == "server":
-            cmd = [
-                py,
-                "-m",
-                "tui_chat.server.cli",
-                "serve",
-                "--db",
-                str(self.workdir / "server.db"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--config",
-                str(self.workdir / "server.toml"),
-            ]
-        else:
-            cmd = [py, str(Path(__file__).resolve()), "relay", "--port", "0"]
-            if self.args.relay_no_echo:
-                cmd.append("--no-echo")
-        stderr = self.stderr_path.open("w")
-        self.proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=env,
-            cwd=self.workdir,
-        )
-        stderr.close()
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        os.set_blocking(self.proc.stdout.fileno(), True)
-        import selectors
-
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    raise RuntimeError(f"{self.kind} did not start: {self.stderr_tail()}")
-                line = self.proc.stdout.readline()
-                if not line:
-                    raise RuntimeError(f"{self.kind} exited: {self.stderr_tail()}")
-                m = LISTEN_RE.search(line)
-                if m:
-                    self.port = int(m.group(1))
-                    return
-        finally:
-            sel.close()
-
-    def stderr_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.stderr_path.read_text()[-2000:]
-        return ""
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        return proc.returncode
+    def command(self) -> list[str]:
+        script = str(Path(__file__).resolve())
+        return [sys.executable, script, "relay", "--port", str(self.port), *self.extra_args]
 
 
-def _proc_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads) from /proc, in seconds."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return float("nan")
-    fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def _machine_busy_seconds() -> tuple[float, float]:
-    """CPU seconds all cores spent since boot (a) running processes (user, nice, system,
-    steal) and (b) in interrupts (irq, softirq: mostly the loopback network stack), which
-    the kernel does not charge to any process."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + steal) / CLK_TCK, (irq + softirq) / CLK_TCK
-
-
-def wait_for_quiet(max_wait: float, threshold: float) -> float:
-    """Wait (up to ``max_wait`` s) until the machine is nearly idle; return the busy cores seen
-    over the last second. Other engineers' test runs on the same 2 cores skew every figure."""
-    deadline = time.monotonic() + max_wait
-    while True:
-        m0, t0 = _machine_busy_seconds()[0], time.monotonic()
-        time.sleep(1.0)
-        busy = (_machine_busy_seconds()[0] - m0) / (time.monotonic() - t0)
-        if busy <= threshold or time.monotonic() >= deadline:
-            return busy
+def start_target(kind: str, workdir: Path, args: argparse.Namespace) -> ServerProcess:
+    """One target process (ours or the relay), started fresh for each repeat."""
+    if kind == "server":
+        return start_server(workdir / "server.db", workdir / "server.toml")
+    extra = ["--no-echo"] if args.relay_no_echo else []
+    return start_server(
+        workdir / "server.db", workdir / "server.toml", extra_args=extra, server_class=RelayProcess
+    )
 
 
 class CpuWindow(threading.Thread):
@@ -575,7 +457,7 @@ class CpuWindow(threading.Thread):
         self.profile_error = ""
 
     def _snap(self) -> tuple[tuple[float, float], list[float]]:
-        return _machine_busy_seconds(), [_proc_cpu_seconds(p) for p in self.pids]
+        return machine_cpu_seconds(), [proc_cpu_seconds(p) for p in self.pids]
 
     def run(self) -> None:
         time.sleep(max(0.0, self.start_at - time.monotonic()))
@@ -610,83 +492,23 @@ class CpuWindow(threading.Thread):
                 self.profile_error = "py-spy did not finish"
 
 
-def write_server_toml(path: Path, args: argparse.Namespace) -> None:
-    path.write_text(
-        "# Written by benchmarks/server_bench.py: the per-connection rate limit (default\n"
-        "# 100 frames/s, burst 200) is raised so it does not reject benchmark traffic.\n"
-        "[limits]\n"
-        "rate = 100000\n"
-        "burst = 100000\n"
-        "\n"
-        "[durability]\n"
-        f'synchronous = "{args.synchronous}"\n'
-        f"group_commit_ms = {args.group_commit_ms}\n"
+def write_toml(path: Path, args: argparse.Namespace) -> None:
+    write_server_toml(
+        path,
+        {
+            "limits": FAST_LIMITS,
+            "durability": {
+                "synchronous": args.synchronous,
+                "group_commit_ms": args.group_commit_ms,
+            },
+        },
+        "Written by benchmarks/server_bench.py: the per-connection rate limit (default\n"
+        "100 frames/s, burst 200) is raised so it does not reject benchmark traffic.",
     )
-
-
-def create_users(db_path: Path, n: int) -> list[tuple[str, str]]:
-    """The same calls as ``tui-chat-server add-user``, in one transaction (200 CLI runs take
-    about a minute)."""
-    from tui_chat.server import db
-
-    conn, _ = db.open_db(db_path)
-    try:
-        conn.execute("BEGIN")
-        users = [(f"u{i:04d}", db.add_user(conn, f"u{i:04d}")) for i in range(n)]
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-    return users
-
-
-class Workers:
-    def __init__(self, count: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.pipes: list[multiprocessing.connection.Connection] = []
-        self.procs: list[Any] = []
-        for _ in range(count):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker_main, args=(child,), daemon=True)
-            p.start()
-            child.close()
-            self.pipes.append(parent)
-            self.procs.append(p)
-
-    def call(self, cmd: str, per_worker: list[dict[str, Any]], timeout: float) -> list[Any]:
-        for pipe, args in zip(self.pipes, per_worker, strict=True):
-            pipe.send((cmd, args))
-        deadline = time.monotonic() + timeout
-        out = []
-        for pipe in self.pipes:
-            if not pipe.poll(max(0.0, deadline - time.monotonic())):
-                raise TimeoutError(f"load generator did not finish {cmd} in {timeout:.0f} s")
-            status, result = pipe.recv()
-            if status != "ok":
-                raise RuntimeError(f"load generator failed in {cmd}: {result}")
-            out.append(result)
-        return out
-
-    def shutdown(self) -> None:
-        for pipe in self.pipes:
-            with contextlib.suppress(OSError, BrokenPipeError):
-                pipe.send(("close", {}))
-        for p in self.procs:
-            p.join(10)
-            if p.is_alive():
-                p.terminate()
-                p.join(5)
 
 
 def _split(items: list[Any], parts: int) -> list[list[Any]]:
     return [items[i::parts] for i in range(parts)]
-
-
-def _pct(sorted_values: list[float], p: float) -> float:
-    """Nearest-rank percentile of an ascending list (p in 0..100)."""
-    if not sorted_values:
-        return float("nan")
-    k = max(0, math.ceil(p / 100 * len(sorted_values)) - 1)
-    return sorted_values[k]
 
 
 def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -713,7 +535,7 @@ def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
     lat = sorted(x for r in results for x in r["latencies"])
     merged["samples"] = len(lat)
     for p in (50, 90, 99, 99.9):
-        merged[f"p{p:g}_ms"] = _pct(lat, p) * 1000
+        merged[f"p{p:g}_ms"] = percentile(lat, p) * 1000
     merged["max_ms"] = (lat[-1] * 1000) if lat else float("nan")
     return merged
 
@@ -757,21 +579,22 @@ def run_target(
     workdir = base / f"{kind}-{rep}-{attempt}"
     workdir.mkdir()
     if kind == "server":
-        write_server_toml(workdir / "server.toml", args)
-        users = create_users(workdir / "server.db", args.clients)
+        write_toml(workdir / "server.toml", args)
+        users = create_users(workdir / "server.db", numbered_users(args.clients))
     n = len(users)
     # Ring: user i sends to user i+1.
     ring = [(users[i][0], users[i][1], users[(i + 1) % n][0]) for i in range(n)]
-    target = Target(kind, workdir, args)
-    workers = Workers(args.workers)
+    target: ServerProcess | None = None
+    workers = Workers(args.workers, _worker_main)
     body = ("benchmark message " * 64)[: args.body_size]
     phase_timeout = args.warmup + args.duration + args.drain + 60
     out: dict[str, Any] = {"target": kind, "repeat": rep, "attempt": attempt}
     try:
-        target.start()
+        target = start_target(kind, workdir, args)
+        assert target.pid is not None
         parts = _split(ring, args.workers)
         workers.call("connect", [{"url": target.url, "users": p} for p in parts], 120)
-        gen_pids = [p.pid for p in workers.procs]
+        gen_pids = workers.pids
         # -------- phase A: fixed offered rate, open loop
         start_at = time.monotonic() + 0.5
         window_start = start_at + args.warmup
@@ -833,7 +656,7 @@ def run_target(
     finally:
         with contextlib.suppress(Exception):
             workers.shutdown()
-        rc = target.stop()
+        rc = None if target is None else stop_server(target)
         out["exit_code"] = rc
         if kind == "server" and (workdir / "server.db").exists():
             # Durable means in the database: count what the stopped server left behind.
@@ -841,7 +664,7 @@ def run_target(
 
             with contextlib.closing(sqlite3.connect(workdir / "server.db")) as conn:
                 out["db_messages"] = conn.execute("SELECT count(*) FROM messages").fetchone()[0]
-        tail = target.stderr_tail().strip()
+        tail = "" if target is None else stderr_tail(target).strip()
         if tail:
             out["stderr_tail"] = tail[-1000:]
     return out
@@ -850,14 +673,12 @@ def run_target(
 # ===================================================================== report
 
 
-def _median(values: list[float]) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return statistics.median(values) if values else float("nan")
-
-
 def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
     def med(kind: str, phase: str, key: str) -> float:
-        return _median([r[phase][key] for r in runs if r["target"] == kind and phase in r])
+        return median(
+            skip_nan=True,
+            values=[r[phase][key] for r in runs if r["target"] == kind and phase in r],
+        )
 
     def spread(kind: str, phase: str, key: str) -> list[float]:
         return [r[phase][key] for r in runs if r["target"] == kind and phase in r]
@@ -902,7 +723,7 @@ def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str,
                 ratio(pair["server"]["b"]["delivered_per_s"], pair["relay"]["b"]["delivered_per_s"])
             )
     s["ratios"]["b_delivered_paired_runs"] = paired
-    s["ratios"]["b_delivered_paired_median"] = _median(paired)
+    s["ratios"]["b_delivered_paired_median"] = median(paired, skip_nan=True)
     s["targets"] = {
         "acked_per_s>=5000": ours["b_acked_per_s"] >= TARGET_ACKED,
         "ack_p99_ms<20@1000/s": ours["a_p99_ms"] < TARGET_P99_MS,
@@ -1145,21 +966,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.clients < 2 or args.workers < 1 or args.workers > args.clients:
         print("need --clients >= 2 and 1 <= --workers <= --clients", file=sys.stderr)
         return 2
-    from importlib.metadata import version
-
-    machine = {
-        "nproc": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "websockets": version("websockets"),
-        "msgspec": msgspec.__version__,
-        "hostname": socket.gethostname(),
-    }
+    machine = machine_info("nproc", "python", "platform", "websockets", "msgspec", "hostname")
     kinds = [args.only] if args.only else ["server", "relay"]
     started = time.monotonic()
     runs: list[dict[str, Any]] = []
     discarded: list[dict[str, Any]] = []
-    relay_users = [(f"u{i:04d}", "-") for i in range(args.clients)]
+    relay_users = [(name, "-") for name in numbered_users(args.clients)]
     with tempfile.TemporaryDirectory(prefix="tui-chat-bench-") as tmp:
         base = Path(tmp)
         per_run_estimate = 2 * (args.warmup + args.duration) + 15
@@ -1239,11 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
             "discarded_disturbed_runs": discarded,
             "profiling_runs": profiling,
         }
-        text = json.dumps(doc, indent=2, default=str)
-        if str(args.json) == "-":
-            print(text)
-        else:
-            args.json.write_text(text)
+        write_json(args.json, doc)
     return 0
 
 

@@ -72,20 +72,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import cProfile
 import gc
-import importlib.metadata
 import json
 import os
-import platform
 import pstats
 import random
 import re
 import shutil
-import sqlite3
-import statistics
 import sys
 import tempfile
 import textwrap
@@ -96,39 +91,40 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-# The benchmark is run as a script; make the repository importable without installing it.
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from msgspec.structs import replace  # noqa: E402
-from rich.style import Style  # noqa: E402
-from textual._compositor import ChopsUpdate, LayoutUpdate  # noqa: E402
-from textual.app import App, ComposeResult  # noqa: E402
-from textual.containers import Horizontal, Vertical  # noqa: E402
-from textual.geometry import Region  # noqa: E402
-from textual.widget import Widget  # noqa: E402
-from textual.widgets import Footer, Input, Label, Log, Static  # noqa: E402
-
-from tui_chat.core.config import (  # noqa: E402
-    AccountSection,
-    ClientConfig,
-    ServerSection,
-    StorageSection,
+from _common import (
+    FAST_LIMITS,
+    ROOT,
+    WORDS,
+    ServerProcess,
+    client_config,
+    create_users,
+    machine_info,
+    median,
+    random_body,
+    random_client_id,
+    write_json,
+    write_server_toml,
 )
-from tui_chat.core.engine import Engine  # noqa: E402
-from tui_chat.core.models import (  # noqa: E402
+from msgspec.structs import replace
+from rich.style import Style
+from textual._compositor import ChopsUpdate, LayoutUpdate
+from textual.app import App, ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.geometry import Region
+from textual.widget import Widget
+from textual.widgets import Footer, Input, Label, Log, Static
+
+from tui_chat.core.engine import Engine
+from tui_chat.core.models import (
     ChatMessage,
     ConnState,
     Event,
     MessageChanged,
     OutState,
 )
-from tui_chat.core.store import LocalStore  # noqa: E402
-from tui_chat.server import db as server_db  # noqa: E402
-from tui_chat.testing.serverproc import ServerProcess  # noqa: E402
-from tui_chat.ui.app import PAGE, ChatApp  # noqa: E402
-from tui_chat.ui.render import Hints, Styles, render_message  # noqa: E402
+from tui_chat.core.store import LocalStore
+from tui_chat.ui.app import PAGE, ChatApp
+from tui_chat.ui.render import Hints, Styles, render_message
 
 SIZE = (120, 40)
 ME = "me"
@@ -144,31 +140,7 @@ TARGET_ENTER_MS = 16.0
 TARGET_P2P_P99_MS = 50.0
 TARGET_RSS_MB = 150.0
 
-_TEXT = (
-    "the quick brown fox jumps over lazy dog ok sure see you at noon tomorrow is fine "
-    "did you push the fix yet? the build is green again lunch café 🙂 ping me when the "
-    "deploy is done thanks! meeting moved to 3pm can't make it sorry running late"
-)
-WORDS = tuple(_TEXT.split())
-
-
 # ===================================================================== data
-
-
-def _client_id(rng: random.Random) -> str:
-    # Like Engine's new_client_id(): 128 random bits, URL-safe base64, 22 characters.
-    return base64.urlsafe_b64encode(rng.getrandbits(128).to_bytes(16, "big")).decode()[:22]
-
-
-def _body(rng: random.Random) -> str:
-    target = rng.randint(20, 200)
-    out: list[str] = []
-    size = 0
-    while size < target:
-        w = rng.choice(WORDS)
-        out.append(w)
-        size += len(w) + 1
-    return " ".join(out)[:target].strip() or "hi"
 
 
 def build_store(path: Path, messages: int, seed: int = 1) -> dict[str, Any]:
@@ -188,7 +160,7 @@ def build_store(path: Path, messages: int, seed: int = 1) -> dict[str, Any]:
     def rows(conv: str, peer: str, n: int, ts_base: int) -> Any:
         for seq in range(1, n + 1):
             own = seq % 3 == 0
-            body = _body(rng)
+            body = random_body(rng)
             if seq == n:
                 body = f"newest of {peer} #{seq} " + body[:40]
             yield (
@@ -196,7 +168,7 @@ def build_store(path: Path, messages: int, seed: int = 1) -> dict[str, Any]:
                 seq,
                 ME if own else peer,
                 peer if own else ME,
-                _client_id(rng),
+                random_client_id(rng),
                 body,
                 ts_base + seq * 1000,
             )
@@ -232,17 +204,9 @@ def build_store(path: Path, messages: int, seed: int = 1) -> dict[str, Any]:
     }
 
 
-def _config(user: str, url: str, store_dir: Path, token: str = "x") -> ClientConfig:
-    return ClientConfig(
-        account=AccountSection(user=user, token=token),
-        server=ServerSection(url=url),
-        storage=StorageSection(dir=str(store_dir)),
-    )
-
-
 def _offline_app(store_path: Path) -> tuple[ChatApp, Engine, LocalStore]:
     store = LocalStore(store_path, ME)
-    engine = Engine(_config(ME, "ws://127.0.0.1:9", store_path.parent), "x", store=store)
+    engine = Engine(client_config(ME, "x", "ws://127.0.0.1:9", store_path.parent), "x", store=store)
     return ChatApp(engine, run_engine=False), engine, store
 
 
@@ -364,10 +328,6 @@ def _pct(values: list[float], q: float) -> float:
     return s[k]
 
 
-def _median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 class GcPauses:
     """Wall time of every cyclic-GC pass in this process (to attribute latency tails)."""
 
@@ -397,7 +357,7 @@ class GcPauses:
         return {
             "gen2_passes": len(full),
             "gen2_max_ms": max(full, default=0.0),
-            "gen2_median_ms": _median(full) if full else 0.0,
+            "gen2_median_ms": median(full) if full else 0.0,
         }
 
 
@@ -706,8 +666,8 @@ async def measure_loaded(
                     msg = ChatMessage(
                         peer=BIG,
                         sender=BIG,
-                        client_id=_client_id(rng),
-                        body=f"{marker} " + _body(rng),
+                        client_id=random_client_id(rng),
+                        body=f"{marker} " + random_body(rng),
                         ts=last_ts + 1000,
                         own=False,
                         seq=next_seq,
@@ -743,8 +703,8 @@ async def measure_loaded(
                     marker = f"viaengine-{r}-{i:04d}"
                     res["refollow"] += await ensure_following(view, pilot)
                     fut = probe.expect(view, marker)
-                    cid = _client_id(rng)
-                    body = f"{marker} " + _body(rng)
+                    cid = random_client_id(rng)
+                    body = f"{marker} " + random_body(rng)
                     c0, t0 = time.process_time(), time.perf_counter()
                     engine._apply_message(
                         CONV_BIG, next_seq, BIG, ME, cid, body, last_ts + 1000, replay=False
@@ -763,7 +723,7 @@ async def measure_loaded(
                     pending = ChatMessage(
                         peer=BIG,
                         sender=ME,
-                        client_id=_client_id(rng),
+                        client_id=random_client_id(rng),
                         body=marker,
                         ts=last_ts,
                         own=True,
@@ -841,7 +801,7 @@ async def measure_loaded(
 async def _peer_child(args: argparse.Namespace) -> None:
     """A headless Engine as ``bob`` that sends to ``alice`` at a fixed rate."""
     store_dir = Path(args.dir)
-    cfg = _config(args.user, args.url, store_dir, args.token)
+    cfg = client_config(args.user, args.token, args.url, store_dir)
     engine = Engine(cfg, args.token, store=LocalStore(store_dir / f"{args.user}.sqlite", args.user))
     task = asyncio.create_task(engine.run())
     deadline = time.monotonic() + 20
@@ -873,19 +833,18 @@ async def _peer_child(args: argparse.Namespace) -> None:
 
 async def measure_e2e(base: Path, args: argparse.Namespace) -> dict[str, Any]:
     db_path = base / "server.sqlite"
-    conn, _epoch = server_db.open_db(db_path)
-    tokens = {u: server_db.add_user(conn, u) for u in ("alice", "bob")}
-    conn.commit()
-    conn.close()
+    tokens = dict(create_users(db_path, ["alice", "bob"]))
     toml = base / "server.toml"
-    toml.write_text("[limits]\nrate = 100000\nburst = 100000\n")
+    write_server_toml(toml, {"limits": FAST_LIMITS})
     server = ServerProcess(db_path, config=toml)
     server.start()
     res: dict[str, Any] = {"repeats": []}
     alice_dir = base / "alice"
     alice_store = LocalStore(alice_dir / "alice.sqlite", "alice")
     engine = Engine(
-        _config("alice", server.url, alice_dir, tokens["alice"]), tokens["alice"], store=alice_store
+        client_config("alice", tokens["alice"], server.url, alice_dir),
+        tokens["alice"],
+        store=alice_store,
     )
     app = ChatApp(engine)
     sent_events: dict[str, asyncio.Future[None]] = {}
@@ -1045,27 +1004,8 @@ async def measure_e2e(base: Path, args: argparse.Namespace) -> dict[str, Any]:
 # ===================================================================== report
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "textual": importlib.metadata.version("textual"),
-        "rich": importlib.metadata.version("rich"),
-        "sqlite": sqlite3.sqlite_version,
-        "kernel": platform.release(),
-        "loadavg": os.getloadavg(),
-    }
-
-
 def _med_of(reps: list[Any], get: Callable[[Any], float]) -> float:
-    return _median([get(r) for r in reps])
+    return median([get(r) for r in reps])
 
 
 def _slow_with_gc(reps: list[Any]) -> str:
@@ -1083,21 +1023,21 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     s["open_big_call_ms"] = _med_of(big, lambda r: r["cold"]["call_ms"])
     s["open_small_ms"] = _med_of(small, lambda r: r["cold"]["wall_ms"])
     s["open_small_cpu_ms"] = _med_of(small, lambda r: r["cold"]["cpu_ms"])
-    s["open_big_warm_ms"] = _med_of(big, lambda r: _median([w["wall_ms"] for w in r["warm"]]))
-    s["open_small_warm_ms"] = _med_of(small, lambda r: _median([w["wall_ms"] for w in r["warm"]]))
+    s["open_big_warm_ms"] = _med_of(big, lambda r: median([w["wall_ms"] for w in r["warm"]]))
+    s["open_small_warm_ms"] = _med_of(small, lambda r: median([w["wall_ms"] for w in r["warm"]]))
     s["open_ratio"] = s["open_big_ms"] / s["open_small_ms"]
     s["open_big_all_ms"] = [r["cold"]["wall_ms"] for r in big]
     s["open_small_all_ms"] = [r["cold"]["wall_ms"] for r in small]
 
     mem = raw["memory"]
-    s["rss_mb"] = _median([m["VmRSS"] for m in mem])
-    s["hwm_mb"] = _median([m["VmHWM"] for m in mem])
-    s["floor_rss_mb"] = _median([m["VmRSS"] for m in raw["memory_floor"]])
+    s["rss_mb"] = median([m["VmRSS"] for m in mem])
+    s["hwm_mb"] = median([m["VmHWM"] for m in mem])
+    s["floor_rss_mb"] = median([m["VmRSS"] for m in raw["memory_floor"]])
 
     reps = raw["loaded"]["repeats"]
 
     def rep_med(key: str, sub: str) -> float:
-        return _med_of(reps, lambda r: _median([x[sub] for x in r[key]]))
+        return _med_of(reps, lambda r: median([x[sub] for x in r[key]]))
 
     s["incoming_cpu_ms"] = rep_med("view", "cpu_ms")
     s["incoming_upsert_ms"] = rep_med("view", "upsert_ms")
@@ -1106,7 +1046,7 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     s["own_sent_cpu_ms"] = rep_med("own_sent", "cpu_ms")
     s["prepend_cpu_ms"] = _med_of(reps, lambda r: r["prepend"]["cpu_ms"])
     s["prepend_call_cpu_ms"] = _med_of(reps, lambda r: r["prepend"]["call_cpu_ms"])
-    s["enter_offline_ms"] = _med_of(reps, lambda r: _median(r["enter"]))
+    s["enter_offline_ms"] = _med_of(reps, lambda r: median(r["enter"]))
     s["enter_offline_p99_ms"] = _pct([x for r in reps for x in r["enter"]], 99)
     s["enter_offline_slow"] = _slow_with_gc(reps)
     s["refollow"] = raw["loaded"]["refollow"] + (raw.get("e2e") or {}).get("refollow", 0)
@@ -1119,7 +1059,7 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     e2e = raw.get("e2e")
     if e2e:
         er = e2e["repeats"]
-        s["enter_ms"] = _med_of(er, lambda r: _median(r["enter"]))
+        s["enter_ms"] = _med_of(er, lambda r: median(r["enter"]))
         s["enter_p99_ms"] = _pct([x for r in er for x in r["enter"]], 99)
         s["enter_slow"] = _slow_with_gc(er)
         s["p2p_over_50"] = [
@@ -1136,11 +1076,11 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
         )
 
     fl = raw["floor"]
-    s["floor_open_ms"] = _median([x["wall_ms"] for x in fl["open"]])
-    s["floor_open_cpu_ms"] = _median([x["cpu_ms"] for x in fl["open"]])
-    s["floor_append_msg_cpu_ms"] = _median([x["cpu_ms"] for x in fl["append_msg"]])
-    s["floor_append_line_cpu_ms"] = _median([x["cpu_ms"] for x in fl["append_line"]])
-    s["floor_enter_ms"] = _median(fl["enter"])
+    s["floor_open_ms"] = median([x["wall_ms"] for x in fl["open"]])
+    s["floor_open_cpu_ms"] = median([x["cpu_ms"] for x in fl["open"]])
+    s["floor_append_msg_cpu_ms"] = median([x["cpu_ms"] for x in fl["append_msg"]])
+    s["floor_append_line_cpu_ms"] = median([x["cpu_ms"] for x in fl["append_line"]])
+    s["floor_enter_ms"] = median(fl["enter"])
     s["floor_lines_msg"] = fl["fill_lines_msg"]
     return s
 
@@ -1429,7 +1369,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_e2e_child(e2e_args))
         return 0
     args = build_parser().parse_args(argv)
-    machine = machine_info()
+    machine = machine_info(
+        "nproc", "cpu", "python", "textual", "rich", "sqlite", "kernel", "loadavg"
+    )
     base = args.workdir or Path(tempfile.mkdtemp(prefix="ui_bench_"))
     base.mkdir(parents=True, exist_ok=True)
     try:
@@ -1443,18 +1385,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{machine['loadavg_end'][0]:.2f}"
         )
         if args.json:
-            args.json.write_text(
-                json.dumps(
-                    {
-                        "machine": machine,
-                        "args": {k: str(v) for k, v in vars(args).items()},
-                        "summary": summary,
-                        "raw": raw,
-                    },
-                    indent=1,
-                    default=str,
-                )
-            )
+            doc = {
+                "machine": machine,
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "summary": summary,
+                "raw": raw,
+            }
+            write_json(args.json, doc, indent=1)
     finally:
         if args.workdir is None:
             shutil.rmtree(base, ignore_errors=True)
