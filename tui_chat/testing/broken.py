@@ -1,0 +1,192 @@
+"""Deliberately broken variants of the server and the engine: proof that the checker bites.
+
+Nothing here is reachable from the product: the variants are monkeypatches applied only by
+the testing entry points below, so that ``tests/test_checker.py`` can run the chaos harness
+against each and assert that the checker reports it.
+
+Server variants (``python -m tui_chat.testing.broken server VARIANT serve --db ... ``):
+
+``ack-before-commit``
+    Every ``--every``-th batch of sends (default 3) is acked and fanned out *before* its
+    transaction commits, and the process then dies (as in a crash or SIGKILL in that window),
+    so the acked messages are not in the database.
+``lossy-fanout``
+    Not a bug but a fault a correct client must survive: every ``--every``-th live message
+    frame is not delivered to the recipient's connections (the sender still gets its ack).
+    The recipient sees a gap at the next message of that conversation and must fetch it.
+
+Client variants (``python -m tui_chat.testing.chaos_client --broken VARIANT --config ...``):
+
+``new-client-id``
+    Every resend of a message goes out with a fresh client_id, so the server cannot tell
+    it from a new message.
+``skip-gap``
+    The gap rule is ignored: a message above ``wm + 1`` is accepted, the watermark jumps over
+    the hole, and the missing range is never fetched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+import threading
+import time
+from typing import Any, Final
+
+import msgspec
+
+from tui_chat import protocol as p
+
+SERVER_VARIANTS: Final = ("ack-before-commit", "lossy-fanout")
+CLIENT_VARIANTS: Final = ("new-client-id", "skip-gap")
+# Exit status of a server that died on purpose after acking an uncommitted batch.
+CRASH_STATUS: Final = 70
+
+
+# ---------------------------------------------------------------- server variants
+
+
+class _NoCommit:
+    """A connection stand-in that runs every statement but the final COMMIT."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        if sql.strip().upper() == "COMMIT":
+            return self._conn.execute("SELECT 1")
+        return self._conn.execute(sql, params)
+
+
+def _ack_before_commit(every: int) -> None:
+    from tui_chat.server import writer as w
+
+    original = w.Writer._commit
+    sends = 0
+
+    def commit(
+        self: w.Writer, conn: sqlite3.Connection, batch: list[w.Request]
+    ) -> list[tuple[w.Request, w.Outcome]]:
+        nonlocal sends
+        if not any(isinstance(r, w.SendRequest) for r in batch):
+            return original(self, conn, batch)
+        sends += 1
+        if sends % every:
+            return original(self, conn, batch)
+        # The broken order: results (acks, fan-out) go out while the transaction is open...
+        results = original(self, _NoCommit(conn), batch)  # type: ignore[arg-type]
+        self._loop.call_soon_threadsafe(self._deliver, results)
+        # ...and the process dies before the COMMIT (SQLite rolls the transaction back).
+        time.sleep(0.5)
+        sys.stdout.flush()
+        os._exit(CRASH_STATUS)
+
+    w.Writer._commit = commit  # type: ignore[method-assign]
+
+
+def _lossy_fanout(every: int) -> None:
+    from tui_chat.server.app import ChatServer
+
+    original = ChatServer._fan_out
+    live = 0
+
+    def fan_out(self: ChatServer, users: set[str], data: bytes, conv: str | None, seq: int) -> None:
+        nonlocal live
+        if conv is None:
+            original(self, users, data, conv, seq)
+            return
+        live += 1
+        if live % every:
+            original(self, users, data, conv, seq)
+            return
+        sender = msgspec.json.decode(data, type=p.Message).sender
+        print(f"lossy-fanout: dropped {conv}/{seq} for {sorted(users - {sender})}", flush=True)
+        original(self, {sender}, data, conv, seq)
+
+    ChatServer._fan_out = fan_out  # type: ignore[method-assign]
+
+
+def apply_server(variant: str, every: int = 3) -> None:
+    if variant == "ack-before-commit":
+        _ack_before_commit(every)
+    elif variant == "lossy-fanout":
+        _lossy_fanout(every)
+    else:
+        raise ValueError(f"unknown server variant {variant!r}; expected one of {SERVER_VARIANTS}")
+
+
+# ---------------------------------------------------------------- client variants
+
+
+def _new_client_id() -> None:
+    from tui_chat.core.engine import Engine, new_client_id
+
+    original = Engine._send_frame
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    async def send_frame(ws: Any, frame: p.ClientFrame) -> bool:
+        if isinstance(frame, p.Send):
+            with lock:
+                again = frame.client_id in seen
+                seen.add(frame.client_id)
+            if again:
+                frame = msgspec.structs.replace(frame, client_id=new_client_id())
+        return await original(ws, frame)
+
+    Engine._send_frame = staticmethod(send_frame)  # type: ignore[method-assign]
+
+
+def _skip_gap() -> None:
+    from tui_chat.core.engine import Engine
+    from tui_chat.core.store import LocalStore
+
+    def request_gap(self: Engine, conv: str, wm: int, seq: int) -> None:
+        return None
+
+    def advance_watermark(self: LocalStore, conv: str) -> int:
+        top = self._top_seq(conv)
+        if top > self._wm.get(conv, 0):
+            self._begin()
+            self._db.execute("UPDATE conversations SET wm=? WHERE conv=?", (top, conv))
+            self._wm[conv] = top
+        return self._wm.get(conv, 0)
+
+    Engine._request_gap = request_gap  # type: ignore[method-assign]
+    LocalStore.advance_watermark = advance_watermark  # type: ignore[method-assign]
+
+
+def apply_client(variant: str) -> None:
+    if variant == "new-client-id":
+        _new_client_id()
+    elif variant == "skip-gap":
+        _skip_gap()
+    else:
+        raise ValueError(f"unknown client variant {variant!r}; expected one of {CLIENT_VARIANTS}")
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tui_chat.testing.broken",
+        description="run tui-chat-server with a deliberately broken variant (testing only)",
+    )
+    sub = parser.add_subparsers(dest="what", required=True)
+    server = sub.add_parser("server")
+    server.add_argument("variant", choices=SERVER_VARIANTS)
+    server.add_argument("--every", type=int, default=3)
+    server.add_argument("rest", nargs=argparse.REMAINDER, help="tui-chat-server arguments")
+    args = parser.parse_args(argv)
+    apply_server(args.variant, args.every)
+    from tui_chat.server.cli import main as server_main
+
+    rest = [a for a in args.rest if a != "--"]
+    return server_main(rest)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
