@@ -271,3 +271,29 @@ def test_config_with_inline_token_readable_by_others_is_warned_about(tmp_path: P
     cfg.chmod(0o600)
     run = tui_chat(tmp_path, "config", "check", "--config", str(cfg))
     assert run.code == 0 and run.err == "", run.err
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["paste the token from `tui-chat-server add-user alice` here", "…"],
+    ids=["template", "ellipsis"],
+)
+def test_the_templates_placeholder_token_is_not_accepted(tmp_path: Path, token: str) -> None:
+    path = write(tmp_path / "c.toml", f'[account]\nuser = "alice"\ntoken = "{token}"\n')
+    run = tui_chat(tmp_path, "config", "check", "--config", str(path))
+    assert_one_clean_line(run, path, ("account.token", "template"))
+
+
+def test_server_admin_commands_refuse_a_missing_database(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+    for command in (["list-users"], ["remove-user", "bob"], ["revoke-token", "bob"]):
+        run = subprocess.run(
+            [sys.executable, "-m", "tui_chat.server.cli", *command, "--db", str(missing)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert run.returncode == 2, run
+        assert "no database at" in run.stderr and "Traceback" not in run.stderr
+        assert not missing.exists()  # a typo does not create an empty database

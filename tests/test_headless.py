@@ -116,3 +116,31 @@ async def test_bad_input_lines_get_error_events_and_the_client_keeps_running(
 
     await proc.write({"cmd": "quit"})
     assert await proc.wait_exit() == 0
+
+
+async def test_a_second_client_of_the_same_account_is_refused_with_a_message(
+    chat_server: RunningServer, processes: list[HeadlessProc], tmp_path
+) -> None:
+    cfg = client_config(tmp_path / "store", "alice", chat_server.tokens["alice"], chat_server.url)
+    config_path = write_client_toml(tmp_path / "alice.toml", cfg)
+    first = await HeadlessProc.start(config_path)
+    processes.append(first)
+    await first.wait_line(is_event("connection", state="online"), "online")
+
+    second = await HeadlessProc.start(config_path)
+    processes.append(second)
+    assert await second.wait_exit() == 2
+    assert any("in use by another tui-chat" in line for line in second.stderr), second.describe()
+    assert not any("Traceback" in line for line in second.stderr)
+    assert first.proc.returncode is None  # the first one is untouched
+
+
+async def test_a_rejected_token_exits_with_status_3(
+    chat_server: RunningServer, processes: list[HeadlessProc], tmp_path
+) -> None:
+    cfg = client_config(tmp_path / "store", "alice", "not-alices-token", chat_server.url)
+    proc = await HeadlessProc.start(write_client_toml(tmp_path / "alice.toml", cfg))
+    processes.append(proc)
+    await proc.wait_line(is_event("connection", state="auth_failed"), "auth_failed")
+    await proc.write({"cmd": "quit"})
+    assert await proc.wait_exit() == 3

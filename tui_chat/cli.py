@@ -140,7 +140,8 @@ def _config_command(action: str, explicit: str | None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(TEMPLATE, encoding="utf-8")
         path.chmod(0o600)
-        print(f"wrote {path}; edit [server] and [account], then run: tui-chat config check")
+        check = "tui-chat config check" + (f" --config {path}" if explicit else "")
+        print(f"wrote {path}; edit [server] and [account], then run: {check}")
         return 0
     cfg, path = load_config(explicit)
     _warn_permissions(cfg, path)

@@ -229,6 +229,9 @@ async def _until_no_pending(engine: Engine) -> None:
         unsubscribe()
 
 
+EXIT_AUTH_FAILED = 3
+
+
 async def run_headless(engine: Engine) -> int:
     headless = Headless(engine)
     loop = asyncio.get_running_loop()
@@ -254,9 +257,11 @@ async def run_headless(engine: Engine) -> int:
                 continue
             if not headless.handle_line(text):
                 break
+        # For scripts: 3 when the server refused the token (nothing could be sent).
+        rejected = engine.status.state is ConnState.AUTH_FAILED
     finally:
         await engine.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
         engine.close()
-    return 0
+    return EXIT_AUTH_FAILED if rejected else 0

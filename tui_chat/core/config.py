@@ -142,6 +142,14 @@ def resolve_token(cfg: ClientConfig, path: Path | None = None) -> str:
     token = token.strip()
     if not token:
         raise ConfigError(path, "account.token", "the token is empty")
+    if any(ch.isspace() for ch in token) or token in ("…", "..."):
+        # Tokens from `tui-chat-server add-user` are one word; this is the template's text.
+        raise ConfigError(
+            path,
+            "account.token",
+            "this is not a token (it still holds the template's text); paste the token"
+            " printed by: tui-chat-server add-user NAME",
+        )
     return token
 
 

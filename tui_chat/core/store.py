@@ -17,7 +17,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Final
+from typing import IO, Final
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks here; one client per account is on the user.
+    fcntl = None  # type: ignore[assignment]
 
 from tui_chat.core.models import ChatMessage, ConversationSummary, OutState
 
@@ -126,11 +131,33 @@ class StoreError(Exception):
     pass
 
 
+def _lock_exclusively(lock_path: Path) -> IO[bytes]:
+    """Hold an exclusive lock on the store for as long as this object lives.
+
+    Two engines on one replica would each move the other's watermarks, and the
+    one that did not apply a message would then drop it as a duplicate: a live
+    message lost from its screen. So a second client of the same account on the
+    same machine (and data dir) is refused with a clear message instead.
+    """
+    handle = open(lock_path, "a+b")  # noqa: SIM115 - held open on purpose
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise StoreError(
+                f"{lock_path.with_suffix('')} is in use by another tui-chat for this account;"
+                " quit that one first (or give this one another [storage] dir)"
+            ) from None
+    return handle
+
+
 class LocalStore:
     def __init__(self, path: Path, user: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.user = user
+        self._lock = _lock_exclusively(path.with_name(path.name + ".lock"))
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: an outbox row must survive power loss once send() returned.
@@ -145,6 +172,8 @@ class LocalStore:
             self._set_meta("user", user)
         elif owner != user:
             self._db.execute("ROLLBACK")
+            self._db.close()
+            self._lock.close()
             raise StoreError(f"{path} belongs to user {owner!r}, not {user!r}")
         self._db.execute("COMMIT")
         # conv id <-> peer, loaded once: every incoming message needs them.
@@ -163,6 +192,7 @@ class LocalStore:
     def close(self) -> None:
         self.commit()
         self._db.close()
+        self._lock.close()  # releases the lock
 
     # ------------------------------------------------------------ transactions
 

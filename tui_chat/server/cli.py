@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except sqlite3.DatabaseError as exc:
         print(f"tui-chat-server: database {args.db}: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader of our output went away (e.g. `| head`): nothing to report to.
+        sys.stderr.close()
+        return 1
 
 
 def _db_path(arg: Path | None, cfg: server_config.ServerConfig | None = None) -> Path:
@@ -81,6 +85,9 @@ def _db_path(arg: Path | None, cfg: server_config.ServerConfig | None = None) ->
 
 def _admin(args: argparse.Namespace) -> int:
     path = _db_path(args.db)
+    if args.command != "add-user" and not path.exists():
+        # A mistyped --db must not silently create an empty database.
+        raise db.UserError(f"no database at {path} (create it with: add-user NAME --db {path})")
     conn, _ = db.open_db(path)
     try:
         if args.command == "add-user":
@@ -97,7 +104,9 @@ def _admin(args: argparse.Namespace) -> int:
         elif args.command == "list-users":
             users = db.list_users(conn)
             if not users:
-                print(f"no users in {path}; add one with: tui-chat-server add-user NAME")
+                print(
+                    f"no users in {path}; add one with: tui-chat-server add-user NAME --db {path}"
+                )
             for u in users:
                 created = datetime.fromtimestamp(u.created_at / 1000, UTC)
                 print(f"{u.name}\t{created:%Y-%m-%d %H:%M:%S} UTC")

@@ -68,7 +68,7 @@ class ChatApp(App[int]):
     # screen are in HELP_TEXT, keyed by binding id.
     BINDINGS = [
         Binding("f1,question_mark", "help", "Help", id="help"),
-        Binding("f6", "toggle_outage", "Cut network", priority=True, id="demo_outage"),
+        Binding("f6", "toggle_outage", "Cut/restore net", priority=True, id="demo_outage"),
         Binding("ctrl+r", "retry_all", "Retry all", priority=True, id="retry_all"),
         Binding(
             "ctrl+n", "next_conversation(1)", "Next chat", priority=True, id="next_conversation"
