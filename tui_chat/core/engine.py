@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from tui_chat import protocol as p
 from tui_chat.core.backoff import Backoff
 from tui_chat.core.config import ClientConfig
+from tui_chat.core.connection import CLOSE_REASONS, describe_os_error
 from tui_chat.core.models import (
     ChatMessage,
     ConnectionChanged,
@@ -40,6 +41,7 @@ from tui_chat.core.models import (
     ServerNotice,
     Synced,
 )
+from tui_chat.core.outbox import Outbox
 from tui_chat.core.store import LocalStore, OutboxRow
 
 log = logging.getLogger(__name__)
@@ -49,18 +51,6 @@ Listener = Callable[[Event], None]
 FLUSH_DELAY: Final = 0.02  # seconds incoming writes may wait to share one commit
 GAP_PAGE: Final = 500
 MAX_FRAME: Final = 4 << 20  # history pages are capped at 512 KiB by the server
-
-_CLOSE_REASONS: Final = {
-    1000: "the server closed the connection",
-    1001: "the server is going away",
-    1006: "connection lost",
-    1009: "a frame was too large",
-    1011: "keepalive timeout or server error",
-    1012: "the server is restarting",
-    p.CloseCode.HELLO_TIMEOUT: "the server timed out waiting for login",
-    p.CloseCode.TOO_SLOW: "too far behind; catching up",
-    p.CloseCode.AUTH_THROTTLED: "too many failed logins; waiting",
-}
 
 
 class AuthFailed(Exception):
@@ -98,11 +88,7 @@ class Engine:
         self._backoff = Backoff(sync.backoff_initial, sync.backoff_cap)
         self._listeners: list[Listener] = []
         self._status = ConnectionStatus(ConnState.STOPPED, since=time.time())
-        # Open (pending or failed) outbox rows, the engine's working set.
-        self._open: dict[str, OutboxRow] = {r.client_id: r for r in self.store.open_outbox()}
-        self._held: set[str] = set()
-        self._inflight: dict[str, float] = {}
-        self._not_before: dict[str, float] = {}
+        self._outbox = Outbox(self.store.open_outbox())
         self._ws: ClientConnection | None = None
         self._online = False
         self._wake_sender = asyncio.Event()
@@ -155,18 +141,18 @@ class Engine:
 
     def outbox_count(self) -> int:
         """Messages written but not yet confirmed (pending or failed)."""
-        return len(self._open)
+        return len(self._outbox)
 
     def pending_rows(self) -> list[ChatMessage]:
         """Every unsent message (pending or failed), in compose order."""
-        return [self._view(r) for r in sorted(self._open.values(), key=lambda r: r.ord)]
+        return [self._view(r) for r in self._outbox.ordered()]
 
     def conversations(self) -> list[ConversationSummary]:
-        open_rows = list(self._open.values())
+        open_rows = self._outbox.values()
         return [self.store.summary(peer, open_rows) for peer in self.store.peers()]
 
     def conversation(self, peer: str) -> ConversationSummary:
-        return self.store.summary(peer, self._open.values())
+        return self.store.summary(peer, self._outbox.values())
 
     def messages(self, peer: str, before: int | None = None, limit: int = 100) -> list[ChatMessage]:
         """A page of a conversation, oldest first.
@@ -180,7 +166,7 @@ class Engine:
         return page
 
     def message(self, client_id: str) -> ChatMessage | None:
-        row = self._open.get(client_id)
+        row = self._outbox.get(client_id)
         if row is not None:
             return self._view(row)
         stored = self.store.outbox_row(client_id)
@@ -189,10 +175,10 @@ class Engine:
         return None if stored is None else self._view(stored)
 
     def _open_rows(self, peer: str) -> list[OutboxRow]:
-        return sorted((r for r in self._open.values() if r.peer == peer), key=lambda r: r.ord)
+        return self._outbox.of_peer(peer)
 
     def _view(self, row: OutboxRow) -> ChatMessage:
-        return LocalStore.outbox_view(row, self.user, held=row.client_id in self._held)
+        return LocalStore.outbox_view(row, self.user, held=self._outbox.is_held(row.client_id))
 
     # ------------------------------------------------------------ commands
 
@@ -205,7 +191,7 @@ class Engine:
         now = _now_ms()
         row = OutboxRow(new_client_id(), peer, body, now, self.store.next_ord())
         self.store.add_outbox(row)
-        self._open[row.client_id] = row
+        self._outbox.add(row)
         self._refresh_held(peer, emit=False)
         view = self._view(row)
         self._emit(MessageAdded(view))
@@ -216,12 +202,7 @@ class Engine:
     def retry(self, client_id: str) -> ChatMessage:
         """A failed message goes back to pending, fresh from now: the user said so."""
         row = self._require_open(client_id)
-        if row.state is OutState.FAILED:
-            row.state = OutState.PENDING
-            row.error = None
-            row.retryable = True
-            row.fresh_since = _now_ms()
-            self._not_before.pop(client_id, None)
+        if self._outbox.retry(row, _now_ms()):
             self.store.save_outbox(row, durable=True)
             self._changed(row)
             self._refresh_held(row.peer)
@@ -229,7 +210,7 @@ class Engine:
         return self._view(row)
 
     def retry_all(self) -> int:
-        failed = [r.client_id for r in self._open.values() if r.state is OutState.FAILED]
+        failed = self._outbox.failed_ids()
         for cid in failed:
             self.retry(cid)
         return len(failed)
@@ -237,9 +218,7 @@ class Engine:
     def give_up(self, client_id: str) -> ChatMessage:
         """Never send this message again (if the server already has it, it shows as sent)."""
         row = self._require_open(client_id)
-        row.state = OutState.GIVEN_UP
-        del self._open[client_id]
-        self._inflight.pop(client_id, None)
+        self._outbox.give_up(row)
         self.store.save_outbox(row, durable=True)
         self._changed(row)
         self._refresh_held(row.peer)
@@ -254,7 +233,7 @@ class Engine:
         self.give_up(client_id)
         row = OutboxRow(new_client_id(), old.peer, body, _now_ms(), old.ord)
         self.store.add_outbox(row)
-        self._open[row.client_id] = row
+        self._outbox.add(row)
         self._refresh_held(row.peer)
         view = self._view(row)
         self._emit(MessageAdded(view))
@@ -299,7 +278,7 @@ class Engine:
         return local
 
     def _require_open(self, client_id: str) -> OutboxRow:
-        row = self._open.get(client_id)
+        row = self._outbox.get(client_id)
         if row is None:
             raise KeyError(f"no unsent message {client_id!r}")
         return row
@@ -311,74 +290,49 @@ class Engine:
     # ------------------------------------------------------------ outbox policy
 
     def _expire_on_start(self) -> None:
-        window_ms = self.config.sync.freshness_window * 1000
-        now = _now_ms()
-        for row in self._open.values():
-            if row.state is OutState.PENDING and now - row.fresh_since > window_ms:
-                row.state = OutState.FAILED
-                row.error = (
-                    f"not sent before the app closed, and older than "
-                    f"{_human(self.config.sync.freshness_window)}"
-                )
-                row.retryable = True
-                self.store.save_outbox(row)
+        window = self.config.sync.freshness_window
+        for row in self._outbox.expire_on_start(_now_ms(), window):
+            self.store.save_outbox(row)
         self.store.commit()
-        for peer in {r.peer for r in self._open.values()}:
+        for peer in self._outbox.peers():
             self._refresh_held(peer, emit=False)
 
     def _fail(self, row: OutboxRow, reason: str, retryable: bool) -> None:
-        row.state = OutState.FAILED
-        row.error = reason
-        row.retryable = retryable
-        self._not_before.pop(row.client_id, None)
+        self._outbox.fail(row, reason, retryable)
         self.store.save_outbox(row, durable=True)
         self._changed(row)
         self._refresh_held(row.peer)
 
+    def _fail_expired(self, row: OutboxRow, reason: str) -> None:
+        self._fail(row, reason, True)
+
     def _refresh_held(self, peer: str, *, emit: bool = True) -> None:
-        held: set[str] = set()
-        if self.config.sync.on_failure == "hold":
-            blocked = False
-            for row in self._open_rows(peer):
-                if row.state is OutState.FAILED:
-                    blocked = True
-                elif blocked:
-                    held.add(row.client_id)
-        mine = {r.client_id for r in self._open.values() if r.peer == peer}
-        before = self._held & mine
-        self._held = (self._held - mine) | held
+        changed = self._outbox.refresh_held(peer, hold=self.config.sync.on_failure == "hold")
         if emit:
-            for cid in before ^ held:
-                if cid in self._open:
-                    self._emit(MessageChanged(self._view(self._open[cid])))
+            for cid in changed:
+                row = self._outbox.get(cid)
+                if row is not None:
+                    self._emit(MessageChanged(self._view(row)))
 
     async def _outbox_loop(self) -> None:
         sync = self.config.sync
         while not self._stopping:
             now_wall = _now_ms()
             now = time.monotonic()
-            wait = 1.0
-            window_ms = sync.freshness_window * 1000
-            for row in list(self._open.values()):
-                if row.state is not OutState.PENDING:
-                    continue
-                age = now_wall - row.fresh_since
-                if age > window_ms:
-                    self._fail(row, f"not delivered within {_human(sync.freshness_window)}", True)
-                else:
-                    wait = min(wait, (window_ms - age) / 1000 + 0.01)
+            wait = min(
+                1.0, self._outbox.expire(now_wall, sync.freshness_window, self._fail_expired)
+            )
             ws = self._ws
             if ws is not None and self._online:
-                for cid, sent_at in list(self._inflight.items()):
-                    if now - sent_at > sync.ack_timeout:
-                        # No ack in time: the link is suspect. Reconnect; the
-                        # message is resent with the same client_id after catch-up.
-                        log.info("no ack for %s within %ss; reconnecting", cid, sync.ack_timeout)
-                        self._inflight.clear()
-                        self._ack_timed_out = True
-                        await ws.close(1000, "ack timeout")
-                        break
-                    wait = min(wait, sync.ack_timeout - (now - sent_at) + 0.01)
+                overdue, ack_wait = self._outbox.overdue_ack(now, sync.ack_timeout)
+                wait = min(wait, ack_wait)
+                if overdue is not None:
+                    # No ack in time: the link is suspect. Reconnect; the
+                    # message is resent with the same client_id after catch-up.
+                    log.info("no ack for %s within %ss; reconnecting", overdue, sync.ack_timeout)
+                    self._outbox.clear_inflight()
+                    self._ack_timed_out = True
+                    await ws.close(1000, "ack timeout")
                 else:
                     wait = min(wait, await self._send_ready(ws, now))
             self._wake_sender.clear()
@@ -387,28 +341,13 @@ class Engine:
 
     async def _send_ready(self, ws: ClientConnection, now: float) -> float:
         """Send the next message of every peer that has none in flight."""
-        wait = 1.0
-        busy = {self._open[c].peer for c in self._inflight if c in self._open}
-        for row in sorted(self._open.values(), key=lambda r: r.ord):
-            if row.peer in busy or row.state is not OutState.PENDING:
-                continue
-            if row.client_id in self._held:
-                busy.add(row.peer)
-                continue
-            not_before = self._not_before.get(row.client_id, 0.0)
-            if not_before > now:
-                # Order within a peer: nothing later overtakes a message that waits.
-                busy.add(row.peer)
-                wait = min(wait, not_before - now)
-                continue
-            busy.add(row.peer)
-            row.attempts += 1
+
+        async def send(row: OutboxRow) -> bool:
             self.store.save_outbox(row)
-            self._inflight[row.client_id] = now
             frame = p.Send(client_id=row.client_id, to=row.peer, body=row.body)
-            if not await self._send_frame(ws, frame):
-                break
-        return wait
+            return await self._send_frame(ws, frame)
+
+        return await self._outbox.send_ready(now, send)
 
     @staticmethod
     async def _send_frame(ws: ClientConnection, frame: p.ClientFrame) -> bool:
@@ -539,7 +478,7 @@ class Engine:
                 ssl=self._ssl if url.startswith("wss://") else None,
             )
         except (OSError, TimeoutError) as exc:
-            return _describe_os_error(exc)
+            return describe_os_error(exc)
         except InvalidURI as exc:
             return f"invalid server URL: {exc}"
         except InvalidHandshake as exc:
@@ -558,7 +497,7 @@ class Engine:
         finally:
             self._online = False
             self._ws = None
-            self._inflight.clear()
+            self._outbox.clear_inflight()
             self._gap_requested.clear()
             for fut in self._history_waiters.values():
                 fut.cancel()
@@ -626,7 +565,7 @@ class Engine:
             and ws.protocol.close_sent.code == 1011
         ):
             return "keepalive timeout: no answer from the server"
-        reason = _CLOSE_REASONS.get(code, f"connection closed ({code})")
+        reason = CLOSE_REASONS.get(code, f"connection closed ({code})")
         if code in (1012, 1001, p.CloseCode.TOO_SLOW):
             return "!" + reason
         return reason
@@ -731,19 +670,14 @@ class Engine:
 
     def _confirm_own(self, client_id: str, conv: str, seq: int) -> bool:
         """Our own message came back: if we hold it unsent, it is that message, now sent."""
-        row = self._open.pop(client_id, None)
+        row = self._outbox.pop(client_id)
         if row is None:
             row = self.store.outbox_row(client_id)
             if row is None:
                 return False
             if row.state is OutState.SENT:
                 return True
-        self._inflight.pop(client_id, None)
-        self._not_before.pop(client_id, None)
-        row.state = OutState.SENT
-        row.error = None
-        row.conv = conv
-        row.seq = seq
+        self._outbox.confirm(row, conv, seq)
         self.store.save_outbox(row)
         self._refresh_held(row.peer)
         view = self.store.message_view(conv, seq)
@@ -752,9 +686,9 @@ class Engine:
         return True
 
     def _on_ack(self, ack: p.Ack) -> None:
-        row = self._open.get(ack.client_id) or self.store.outbox_row(ack.client_id)
+        row = self._outbox.get(ack.client_id) or self.store.outbox_row(ack.client_id)
         if row is None or row.state is OutState.SENT:
-            self._inflight.pop(ack.client_id, None)
+            self._outbox.forget_inflight(ack.client_id)
             return
         held = self.store.message_view(ack.conv, ack.seq)
         if (
@@ -780,23 +714,15 @@ class Engine:
         self._confirm_own(ack.client_id, ack.conv, ack.seq)
 
     def _on_reject(self, rej: p.Reject) -> None:
-        row = self._open.get(rej.client_id)
-        self._inflight.pop(rej.client_id, None)
-        if row is None or row.state is not OutState.PENDING:
+        row = self._outbox.take_rejected(rej.client_id)
+        if row is None:
             return
         if rej.retryable:
-            delay = (
-                rej.retry_after
-                if rej.retry_after is not None
-                else min(30.0, 0.5 * 2 ** min(row.attempts, 6))
-            )
-            self._not_before[row.client_id] = time.monotonic() + delay
-            row.error = rej.reason
+            self._outbox.defer(row, rej.reason, rej.retry_after, time.monotonic())
             self.store.save_outbox(row)
-            self._wake_sender.set()
         else:
             self._fail(row, rej.reason, False)
-            self._wake_sender.set()
+        self._wake_sender.set()
 
     def _request_gap(self, conv: str, wm: int, seq: int) -> None:
         if self._gap_requested.get(conv, -1) >= wm:
@@ -861,24 +787,6 @@ class Engine:
             self._flush_handle = None
         self.store.commit()
         dirty, self._dirty_peers = self._dirty_peers, set()
-        open_rows = list(self._open.values())
+        open_rows = self._outbox.values()
         for peer in sorted(dirty):
             self._emit(ConversationChanged(self.store.summary(peer, open_rows)))
-
-
-def _human(seconds: float) -> str:
-    if seconds >= 120 and seconds % 60 == 0:
-        return f"{int(seconds // 60)} min"
-    return f"{seconds:g} s"
-
-
-def _describe_os_error(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out connecting to the server"
-    if isinstance(exc, ConnectionRefusedError):
-        return "server unreachable (connection refused)"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"network error: {exc.strerror}"
-    return f"network error: {exc}"
