@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import RunningServer
+from conftest import RunningServer, db_rows, login, send_message
 from test_ui import running_app, screen_text, wait_until
 
 from tui_chat.core.store import LocalStore
@@ -94,3 +94,25 @@ async def test_a_width_change_rewraps_at_most_the_relayout_limit(tmp_path: Path)
         assert not view.complete  # the dropped ones load again when scrolled to
         await wait_until(pilot, lambda: view.is_vertical_scroll_end, "still at the newest line")
         assert "old 3000" in screen_text(app)
+
+
+async def test_a_conversation_caught_up_on_screen_is_marked_read(
+    chat_server: RunningServer, tmp_path: Path
+) -> None:
+    tokens = chat_server.tokens
+    bob, *_ = await login(chat_server.url, "bob", tokens["bob"])
+    for i in range(1, 31):
+        await send_message(bob, f"m{i}", "alice", f"while you were away {i}")
+    await bob.close()
+
+    async with running_app(chat_server.url, tokens["alice"], tmp_path / "alice") as (app, pilot):
+        view = app.query_one(MessageView)
+        await wait_until(pilot, lambda: len(view.items) == 30, "the caught-up messages")
+        await wait_until(
+            pilot,
+            lambda: (
+                db_rows(chat_server.db_path, "SELECT user, read_seq FROM reads") == [("alice", 30)]
+            ),
+            "alice's read position on the server",
+        )
+        await wait_until(pilot, lambda: app.conv_list.summaries["bob"].unread == 0, "unread 0")

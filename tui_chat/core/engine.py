@@ -15,7 +15,7 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Final
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -102,6 +102,7 @@ class Engine:
         self._ack_timed_out = False
         self._online_since: float | None = None
         self._resyncs = 0  # _Reconnects in a row without reaching online
+        self._background: set[asyncio.Task[bool]] = set()
         self._expire_on_start()
 
     # ------------------------------------------------------------ events
@@ -250,7 +251,7 @@ class Engine:
         self._schedule_flush()
         ws = self._ws
         if ws is not None and self._online:
-            asyncio.get_running_loop().create_task(self._send_frame(ws, p.Read(conv=conv, seq=seq)))
+            self._in_background(self._send_frame(ws, p.Read(conv=conv, seq=seq)))
 
     def reconnect_now(self) -> None:
         """Skip the backoff wait (and retry after a rejected token)."""
@@ -276,6 +277,12 @@ class Engine:
         complete = page.complete if page is not None else False
         self._emit(HistoryLoaded(peer, local, complete=complete))
         return local
+
+    def _in_background(self, coro: Coroutine[object, object, bool]) -> None:
+        # The loop keeps only a weak reference to a task: hold it until it is done.
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _require_open(self, client_id: str) -> OutboxRow:
         row = self._outbox.get(client_id)
@@ -733,7 +740,7 @@ class Engine:
         self._gap_requested[conv] = wm
         before = min(seq, wm + 1 + GAP_PAGE)
         frame = p.HistoryRequest(conv=conv, before=before, after=wm, limit=GAP_PAGE)
-        asyncio.get_running_loop().create_task(self._send_frame(ws, frame))
+        self._in_background(self._send_frame(ws, frame))
 
     def _on_history(self, page: p.HistoryPage) -> None:
         for m in page.messages:

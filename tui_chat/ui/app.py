@@ -434,8 +434,11 @@ class ChatApp(App[int]):
         if isinstance(event, MessageAdded | MessageChanged):
             msg = event.message
             if msg.peer == self.peer:
-                self.view.upsert(msg)
-                if isinstance(event, MessageAdded) and not msg.own and self.screen.is_active:
+                if not self._comes_by_prepend(event):
+                    self.view.upsert(msg)
+                # During a catch-up the read mark is set once, at Synced, not per message.
+                live = isinstance(event, MessageAdded) and not event.replay
+                if live and not msg.own and self.screen.is_active:
                     self.engine.mark_read(msg.peer)
             elif (
                 isinstance(event, MessageAdded)
@@ -463,8 +466,23 @@ class ChatApp(App[int]):
                 severity="warning",
                 markup=False,
             )
-        elif isinstance(event, HistoryLoaded | Synced):
-            pass
+        elif isinstance(event, Synced):
+            if self.peer is not None and self.screen.is_active:
+                self.engine.mark_read(self.peer)
+        elif isinstance(event, HistoryLoaded):
+            pass  # older pages reach the view through MessageView.NeedOlder
+
+    def _comes_by_prepend(self, event: MessageAdded | MessageChanged) -> bool:
+        """An older page fetched from the server: the view gets it with prepend()."""
+        low = self.view.lowest_seq()
+        seq = event.message.seq
+        return (
+            isinstance(event, MessageAdded)
+            and event.replay
+            and seq is not None
+            and low is not None
+            and seq < low
+        )
 
     def _failed(self, peer: str, reason: str) -> None:
         # Coalesced: one toast for a burst of failures, not one per message.
