@@ -68,7 +68,25 @@ class Read(_Frame, tag="read"):
     seq: Seq
 
 
-ClientFrame = Hello | Send | HistoryRequest | Read
+class Cancel(_Frame, tag="cancel"):
+    """Give up a message that may have reached the server.
+
+    The server commits a tombstone for ``(sender, client_id)`` in the same writer as
+    sends and answers ``cancelled``; a later ``send`` with that id is rejected with
+    ``cancelled``. If the message is already stored, the answer is its ``ack`` (with
+    ``duplicate: true``) instead: it was delivered and cannot be taken back.
+    """
+
+    client_id: ClientId
+
+
+class Lookup(_Frame, tag="lookup"):
+    """Does this user exist? Answered by ``user_info``."""
+
+    user: UserName
+
+
+ClientFrame = Hello | Send | HistoryRequest | Read | Cancel | Lookup
 
 # ---------------------------------------------------------------- server → client
 
@@ -113,16 +131,9 @@ class Reject(_Frame, tag="reject"):
     retry_after: float | None = None
 
 
-class HistoryMessage(msgspec.Struct):
-    """A stored message inside a ``history`` reply (same fields as ``message``)."""
-
-    conv: str
-    seq: PositiveSeq
-    sender: str
-    to: str
-    client_id: str
-    body: str
-    ts: Millis
+# A stored message inside a ``history`` reply is the same struct as a live ``message``
+# (each item carries ``"type": "message"``; a decoder accepts items without it).
+HistoryMessage = Message
 
 
 class HistoryPage(_Frame, tag="history"):
@@ -141,12 +152,27 @@ class Receipt(_Frame, tag="receipt"):
     read_seq: Seq
 
 
+class Cancelled(_Frame, tag="cancelled"):
+    """The tombstone for ``client_id`` is committed: that message will never be stored."""
+
+    client_id: str
+
+
+class UserInfo(_Frame, tag="user_info"):
+    """The answer to ``lookup``: whether an account with this name exists now."""
+
+    user: str
+    exists: bool
+
+
 class Error(_Frame, tag="error"):
     code: str
     reason: str
 
 
-ServerFrame = Welcome | Message | Synced | Ack | Reject | HistoryPage | Receipt | Error
+ServerFrame = (
+    Welcome | Message | Synced | Ack | Reject | HistoryPage | Receipt | Cancelled | UserInfo | Error
+)
 
 
 class ErrorCode:
@@ -168,6 +194,7 @@ class ErrorCode:
     TOO_LONG: Final = "too_long"
     EMPTY_BODY: Final = "empty_body"
     UNAVAILABLE: Final = "unavailable"
+    CANCELLED: Final = "cancelled"  # the sender gave this client_id up (a tombstone)
 
 
 class CloseCode:
@@ -179,11 +206,12 @@ class CloseCode:
     SERVICE_RESTART: Final = 1012
     BAD_HELLO: Final = 4400  # first frame not a valid hello, or wrong version: fatal
     AUTH_FAILED: Final = 4401  # bad user or token: fatal, do not retry
+    ACCOUNT_CLOSED: Final = 4403  # account removed or token revoked: fatal for this token
     HELLO_TIMEOUT: Final = 4408  # no hello in time: reconnect
     TOO_SLOW: Final = 4409  # outgoing queue overflowed: reconnect and resume from cursors
     AUTH_THROTTLED: Final = 4429  # too many failed logins: wait, then retry
 
-    FATAL: Final = frozenset({BAD_HELLO, AUTH_FAILED})
+    FATAL: Final = frozenset({BAD_HELLO, AUTH_FAILED, ACCOUNT_CLOSED})
 
 
 # Encoders/decoders are module singletons: building them is the expensive part.
@@ -205,9 +233,20 @@ class FrameError(Exception):
         self.reason = reason
 
 
-_KNOWN_CLIENT_TYPES: Final = frozenset({"hello", "send", "history", "read"})
+_KNOWN_CLIENT_TYPES: Final = frozenset({"hello", "send", "history", "read", "cancel", "lookup"})
 _KNOWN_SERVER_TYPES: Final = frozenset(
-    {"welcome", "message", "synced", "ack", "reject", "history", "receipt", "error"}
+    {
+        "welcome",
+        "message",
+        "synced",
+        "ack",
+        "reject",
+        "history",
+        "receipt",
+        "cancelled",
+        "user_info",
+        "error",
+    }
 )
 
 

@@ -17,7 +17,10 @@ class OutState(enum.StrEnum):
     PENDING = "pending"  # stored locally, not confirmed: "maybe sent"
     SENT = "sent"  # the server acked it, or its client_id came back in the stream
     FAILED = "failed"  # not delivered; waits for the user's retry or give-up
-    GIVEN_UP = "given_up"  # the user removed it; never sent again
+    # The user gave it up after it may have reached the server: the client waits for the
+    # server to confirm a tombstone (then GIVEN_UP) or to say it already stored it (SENT).
+    CANCELLING = "cancelling"
+    GIVEN_UP = "given_up"  # never sent again, and the server confirmed it (or never saw it)
 
 
 class ChatMessage(msgspec.Struct, frozen=True):
@@ -74,7 +77,9 @@ class ConnectionStatus(msgspec.Struct, frozen=True):
     retry_in: float | None = None
     reason: str | None = None
     since: float = 0.0  # time.time() when this status began
-    lag_ms: float | None = None
+    # While online: time.time() since when a ping or an ack has been overdue (the link
+    # may be dead and the engine cannot tell yet); None while the server answers in time.
+    silent_since: float | None = None
 
 
 # ---------------------------------------------------------------- events
@@ -122,6 +127,24 @@ class EpochReset(msgspec.Struct, frozen=True, tag="epoch"):
     new: str
 
 
+class DeliveredAnyway(msgspec.Struct, frozen=True, tag="delivered_anyway"):
+    """A give-up came too late: the server had already stored the message (now sent)."""
+
+    message: ChatMessage
+
+
+class GapUnfillable(msgspec.Struct, frozen=True, tag="gap_unfillable"):
+    """The server did not return messages it says exist (``after`` < seq < ``before``).
+
+    The engine stopped asking after a few tries; the conversation has a hole there.
+    """
+
+    peer: str
+    conv: str
+    after: int
+    before: int
+
+
 Event = (
     MessageAdded
     | MessageChanged
@@ -131,4 +154,6 @@ Event = (
     | Synced
     | ServerNotice
     | EpochReset
+    | DeliveredAnyway
+    | GapUnfillable
 )

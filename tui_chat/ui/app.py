@@ -540,16 +540,12 @@ class ChatApp(App[int]):
     def refresh_status(self) -> None:
         status = self.engine.status
         lag = self.engine.latency_ms
-        if lag is not None and status.state is ConnState.ONLINE:
-            from msgspec.structs import replace
-
-            status = replace(status, lag_ms=lag)
         pending = self.engine.pending_rows()
         failed = sum(1 for m in pending if m.state is OutState.FAILED)
         bars = self.query(StatusBar)
         if not bars:
             return  # shutting down: the timer can fire after the screen is gone
-        text = status_text(status, len(pending), failed, self.demo is not None)
+        text = status_text(status, len(pending), failed, self.demo is not None, lag)
         # Called for every message event and every second: repaint only on change.
         if text != self._last_status:
             self._last_status = text

@@ -83,7 +83,13 @@ class ConversationList(OptionList):
                 self.post_message(self.Opened(option.id))
 
 
-def status_text(status: ConnectionStatus, outbox: int, failed: int, demo: bool) -> Text:
+def status_text(
+    status: ConnectionStatus,
+    outbox: int,
+    failed: int,
+    demo: bool,
+    latency_ms: float | None = None,
+) -> Text:
     """The status line: state and counts first, details last, so a narrow
     terminal clips the details rather than the state."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
@@ -93,9 +99,13 @@ def status_text(status: ConnectionStatus, outbox: int, failed: int, demo: bool) 
     state = status.state
     detail: str | None = None
     if state is ConnState.ONLINE:
-        text.append("● online", style="bold green")
-        if status.lag_ms is not None:
-            text.append(f" · lag {status.lag_ms:.0f} ms", style="dim")
+        if status.silent_since is not None:
+            silent = max(0.0, time.time() - status.silent_since)
+            text.append(f"◌ no answer for {silent:.0f} s", style="bold yellow")
+        else:
+            text.append("● online", style="bold green")
+            if latency_ms is not None:
+                text.append(f" · lag {latency_ms:.0f} ms", style="dim")
     elif state is ConnState.CONNECTING:
         text.append(f"◌ connecting (attempt {status.attempt})", style="bold yellow")
         detail = f"last: {status.reason}" if status.reason else None
