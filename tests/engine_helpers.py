@@ -28,6 +28,7 @@ from tui_chat.core.config import (
     SyncSection,
 )
 from tui_chat.core.engine import Engine
+from tui_chat.core.transport import Transport
 from tui_chat.core.models import ConnState, Event, MessageAdded, MessageChanged
 from tui_chat.server import db
 
@@ -139,9 +140,11 @@ class Engines:
         """A running engine for ``user`` at ``url``; ``name`` separates two devices of one user."""
         return await self.run(self.config(user, token, url, name=name, **sync), token)
 
-    async def run(self, cfg: ClientConfig, token: str) -> Client:
+    async def run(
+        self, cfg: ClientConfig, token: str, transport: Transport | None = None
+    ) -> Client:
         """A running engine with ``cfg`` (the same config again means the same store file)."""
-        engine = Engine(cfg, token)
+        engine = Engine(cfg, token, transport=transport)
         events: list[Event] = []
         engine.subscribe(events.append)
         task = asyncio.create_task(engine.run(), name=f"engine-{cfg.account.user}")

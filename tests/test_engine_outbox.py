@@ -22,7 +22,7 @@ from engine_helpers import (
 )
 
 from tui_chat import protocol as p
-from tui_chat.core.models import ConnState, OutState
+from tui_chat.core.models import ConnState, DeliveredAnyway, OutState
 from tui_chat.server.config import Limits, ServerConfig
 from tui_chat.testing.faultproxy import FaultProxy
 
@@ -32,6 +32,7 @@ PENDING, SENT, FAILED, GIVEN_UP = (
     OutState.FAILED,
     OutState.GIVEN_UP,
 )
+CANCELLING = OutState.CANCELLING
 
 
 @pytest.fixture
@@ -149,14 +150,15 @@ async def test_unacked_message_is_not_resent_before_the_catch_up_is_applied(
     await alice.online()
     engine = alice.engine
     written: list[tuple[str, bool]] = []
-    send_frame = engine._send_frame
+    logins: list[p.Hello] = []
 
-    async def recording(ws, frame) -> bool:
-        if isinstance(frame, p.Send):
-            written.append((frame.client_id, engine._online))
-        return await send_frame(ws, frame)
+    def recording(direction: str, frame: object) -> None:
+        if direction == "out" and isinstance(frame, p.Send):
+            written.append((frame.client_id, engine.status.state is ConnState.ONLINE))
+        elif isinstance(frame, p.Hello):
+            logins.append(frame)
 
-    engine._send_frame = recording  # type: ignore[method-assign]
+    engine.observe_frames(recording)
 
     proxy.blackhole(direction="down")
     cid = engine.send("bob", "ack lost").client_id
@@ -165,7 +167,8 @@ async def test_unacked_message_is_not_resent_before_the_catch_up_is_applied(
     proxy.close_all()
     await until(lambda: alice.state is not ConnState.ONLINE, "the cut to be noticed")
     await until(
-        lambda: engine._ws is not None and not engine._online, "a login that is not caught up"
+        lambda: len(logins) == 1 and alice.state is not ConnState.ONLINE,
+        "a login that is not caught up",
     )
     nudge = engine.send("carol", "wakes the sender mid catch-up").client_id
     await until(lambda: alice.state_of(nudge) is SENT, "the nudge to be sent", within=5)
@@ -186,14 +189,16 @@ async def test_given_up_message_the_server_has_shows_as_sent_once(
     cid = alice.engine.send("bob", "given up, but it got there").client_id
     await until(lambda: server_copies(db, cid) == 1, "the server to store the message")
 
+    # It may have reached the server (it did): the engine cannot promise it will not be
+    # delivered, so it is cancelling until the server answers.
     gone = alice.engine.give_up(cid)
-    assert gone.state is GIVEN_UP
-    assert alice.state_of(cid) is GIVEN_UP
-    assert alice.engine.outbox_count() == 0
+    assert gone.state is CANCELLING
+    assert not alice.engine.can_undo_give_up(cid) or alice.state_of(cid) is CANCELLING
+    assert alice.engine.outbox_count() == 1
 
     # The link is dead (as a lost ack means in real life); once that is noticed, restore it.
     await until(lambda: alice.state is not ConnState.ONLINE, "the dead link to be noticed")
-    assert alice.state_of(cid) is GIVEN_UP
+    assert alice.state_of(cid) is CANCELLING
     proxy.pass_through()
     await until(lambda: alice.state_of(cid) is SENT, "the given-up message to show as sent")
     await alice.online()
@@ -201,7 +206,9 @@ async def test_given_up_message_the_server_has_shows_as_sent_once(
     assert server_copies(db, cid) == 1
     assert local_copies(alice, cid) == 1
     assert len(alice.added(cid)) == 1
-    assert [e.message.state for e in alice.changed(cid)] == [GIVEN_UP, SENT]
+    assert [e.message.state for e in alice.changed(cid)] == [CANCELLING, SENT]
+    [anyway] = alice.of(DeliveredAnyway)
+    assert anyway.message.client_id == cid and anyway.message.state is SENT
     assert [(m.client_id, m.state) for m in alice.engine.messages("bob")] == [(cid, SENT)]
 
 

@@ -10,13 +10,14 @@ callbacks it passes in where a decision and its effects must interleave.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 from tui_chat.core.models import OutState
 from tui_chat.core.store import OutboxRow
 
 MAX_RETRY_DELAY: Final = 30.0  # seconds; cap for a retryable reject without retry_after
+CANCELLING: Final = OutState.CANCELLING
 
 
 class Outbox:
@@ -26,6 +27,11 @@ class Outbox:
         self.held: set[str] = set()
         self.inflight: dict[str, float] = {}  # client_id -> monotonic time sent
         self.not_before: dict[str, float] = {}  # client_id -> monotonic time to resend
+        # Cancelling rows whose cancel went out in this session (it is resent in the next).
+        self.cancel_asked: set[str] = set()
+        # Cancelling rows the server may have been told about: no undo for these. A row
+        # that was already cancelling when the app started may have been told.
+        self.told: set[str] = {r.client_id for r in self.rows.values() if r.state is CANCELLING}
 
     # ------------------------------------------------------------ queries
 
@@ -76,10 +82,49 @@ class Outbox:
         self.not_before.pop(row.client_id, None)
         return True
 
-    def give_up(self, row: OutboxRow) -> None:
+    def give_up(self, row: OutboxRow) -> bool:
+        """The user gives ``row`` up. True: it may have reached the server, so it is
+        cancelling until the server answers; False: it never left, and is given up now."""
+        if row.attempts == 0 and row.client_id not in self.inflight:
+            self.given_up(row)
+            return False
+        row.state = CANCELLING
+        self.not_before.pop(row.client_id, None)
+        return True
+
+    def given_up(self, row: OutboxRow) -> None:
+        """Final: never sent again (the server confirmed the tombstone, or never saw it)."""
         row.state = OutState.GIVEN_UP
-        del self.rows[row.client_id]
+        self.rows.pop(row.client_id, None)
         self.inflight.pop(row.client_id, None)
+        self.cancel_asked.discard(row.client_id)
+        self.told.discard(row.client_id)
+
+    def can_undo(self, row: OutboxRow) -> bool:
+        """A give-up can be taken back until the server has been told."""
+        if row.state is CANCELLING:
+            return row.client_id not in self.told
+        return row.state is OutState.GIVEN_UP and row.attempts == 0
+
+    def undo_give_up(self, row: OutboxRow) -> None:
+        """Back to failed: the message waits for the user's retry, as before the give-up."""
+        row.state = OutState.FAILED
+        row.error = "given up, then restored"
+        row.retryable = True
+        self.rows[row.client_id] = row
+
+    def cancels_due(self, now: float) -> list[OutboxRow]:
+        """Cancelling rows whose cancel has not gone out in this session; now told."""
+        due = [
+            r
+            for r in self.ordered()
+            if r.state is CANCELLING and r.client_id not in self.cancel_asked
+        ]
+        for row in due:
+            self.cancel_asked.add(row.client_id)
+            self.told.add(row.client_id)
+            self.inflight[row.client_id] = now
+        return due
 
     def fail(self, row: OutboxRow, reason: str, retryable: bool) -> None:
         row.state = OutState.FAILED
@@ -92,6 +137,8 @@ class Outbox:
         self.rows.pop(row.client_id, None)
         self.inflight.pop(row.client_id, None)
         self.not_before.pop(row.client_id, None)
+        self.cancel_asked.discard(row.client_id)
+        self.told.discard(row.client_id)
         row.state = OutState.SENT
         row.error = None
         row.conv = conv
@@ -101,7 +148,12 @@ class Outbox:
         self.inflight.pop(client_id, None)
 
     def clear_inflight(self) -> None:
+        """The session ended: nothing is in flight, and cancels go out again in the next."""
         self.inflight.clear()
+        self.cancel_asked.clear()
+
+    def oldest_inflight(self) -> float | None:
+        return min(self.inflight.values(), default=None)
 
     def take_rejected(self, client_id: str) -> OutboxRow | None:
         """A reject ends the attempt; returns the row if it is still open and pending."""
@@ -185,34 +237,34 @@ class Outbox:
         self.held = (self.held - mine) | held
         return before ^ held
 
-    async def send_ready(self, now: float, send: Callable[[OutboxRow], Awaitable[bool]]) -> float:
-        """Send the next message of every peer that has none in flight.
-
-        Each chosen row counts an attempt and goes in flight before ``send`` gets it;
-        a False from ``send`` (the connection closed) stops the round. Rows are judged
-        as they are when their turn comes. Returns the seconds to wait at most before
-        the next round.
+    def ready(self, now: float) -> tuple[list[OutboxRow], float]:
+        """The next message of every peer that has none in flight, each now in flight
+        with one more attempt counted; and the seconds to wait at most before looking
+        again. A cancelling row keeps its peer waiting: its fate decides what follows.
         """
         wait = 1.0
+        chosen: list[OutboxRow] = []
         busy = {self.rows[c].peer for c in self.inflight if c in self.rows}
         for row in self.ordered():
-            if row.peer in busy or row.state is not OutState.PENDING:
+            if row.peer in busy:
                 continue
-            if row.client_id in self.held:
+            if row.state is CANCELLING:
                 busy.add(row.peer)
+                continue
+            if row.state is not OutState.PENDING:
+                continue
+            busy.add(row.peer)
+            if row.client_id in self.held:
                 continue
             not_before = self.not_before.get(row.client_id, 0.0)
             if not_before > now:
                 # Order within a peer: nothing later overtakes a message that waits.
-                busy.add(row.peer)
                 wait = min(wait, not_before - now)
                 continue
-            busy.add(row.peer)
             row.attempts += 1
             self.inflight[row.client_id] = now
-            if not await send(row):
-                break
-        return wait
+            chosen.append(row)
+        return chosen, wait
 
 
 def human_duration(seconds: float) -> str:

@@ -221,6 +221,20 @@ class LocalStore:
             (key, value),
         )
 
+    # ------------------------------------------------------------ drafts
+
+    def draft(self, peer: str) -> str:
+        return self._meta("draft:" + peer) or ""
+
+    def save_draft(self, peer: str, text: str) -> None:
+        """Keep what the user was typing to ``peer`` (an empty text forgets it)."""
+        self._begin()
+        if text:
+            self._set_meta("draft:" + peer, text)
+        else:
+            self._db.execute("DELETE FROM meta WHERE key=?", ("draft:" + peer,))
+        self.commit()
+
     # ------------------------------------------------------------ epoch and cursors
 
     @property
@@ -452,10 +466,10 @@ class LocalStore:
             self.commit()
 
     def open_outbox(self) -> list[OutboxRow]:
-        """Pending and failed rows, in compose order."""
+        """Pending, failed and cancelling rows, in compose order."""
         rows = self._db.execute(
-            f"SELECT {_OUT_COLS} FROM outbox WHERE state IN (?, ?) ORDER BY ord, rowid",
-            (OutState.PENDING.value, OutState.FAILED.value),
+            f"SELECT {_OUT_COLS} FROM outbox WHERE state IN (?, ?, ?) ORDER BY ord, rowid",
+            (OutState.PENDING.value, OutState.FAILED.value, OutState.CANCELLING.value),
         ).fetchall()
         return [self._out_row(r) for r in rows]
 

@@ -121,29 +121,30 @@ def apply_server(variant: str, every: int = 3) -> None:
 
 
 def _new_client_id() -> None:
-    from tui_chat.core.engine import Engine, new_client_id
+    from tui_chat.core.engine import new_client_id
+    from tui_chat.core.ws_transport import WebSocketTransport
 
-    original = Engine._send_frame
+    original = WebSocketTransport.send
     seen: set[str] = set()
     lock = threading.Lock()
 
-    async def send_frame(ws: Any, frame: p.ClientFrame) -> bool:
+    async def send(self: WebSocketTransport, frame: p.ClientFrame) -> bool:
         if isinstance(frame, p.Send):
             with lock:
                 again = frame.client_id in seen
                 seen.add(frame.client_id)
             if again:
                 frame = msgspec.structs.replace(frame, client_id=new_client_id())
-        return await original(ws, frame)
+        return await original(self, frame)
 
-    Engine._send_frame = staticmethod(send_frame)  # type: ignore[method-assign]
+    WebSocketTransport.send = send  # type: ignore[method-assign]
 
 
 def _skip_gap() -> None:
-    from tui_chat.core.engine import Engine
     from tui_chat.core.store import LocalStore
+    from tui_chat.core.sync import SyncCore
 
-    def request_gap(self: Engine, conv: str, wm: int, seq: int) -> None:
+    def ask_gap(self: SyncCore, conv: str, wm: int, seq: int) -> None:
         return None
 
     def advance_watermark(self: LocalStore, conv: str) -> int:
@@ -154,7 +155,7 @@ def _skip_gap() -> None:
             self._wm[conv] = top
         return self._wm.get(conv, 0)
 
-    Engine._request_gap = request_gap  # type: ignore[method-assign]
+    SyncCore._ask_gap = ask_gap  # type: ignore[method-assign]
     LocalStore.advance_watermark = advance_watermark  # type: ignore[method-assign]
 
 

@@ -17,22 +17,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
 from tui_chat import protocol as p
-from tui_chat.core.engine import Engine
+from tui_chat.core.ws_transport import WebSocketTransport
 
 
 def install_wire_log() -> None:
-    original = Engine._send_frame
+    original = WebSocketTransport.send
 
-    async def send_frame(ws: Any, frame: p.ClientFrame) -> bool:
+    async def send(self: WebSocketTransport, frame: p.ClientFrame) -> bool:
         if isinstance(frame, p.Send):
             sys.stdout.write(json.dumps({"event": "wire", "client_id": frame.client_id}) + "\n")
             sys.stdout.flush()
-        return await original(ws, frame)
+        return await original(self, frame)
 
-    Engine._send_frame = staticmethod(send_frame)  # type: ignore[method-assign]
+    WebSocketTransport.send = send  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> int:

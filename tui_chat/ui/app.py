@@ -341,10 +341,8 @@ class ChatApp(App[int]):
     async def _need_older(self, event: MessageView.NeedOlder) -> None:
         if self.peer is None:
             return
-        peer = self.peer
-        older = await self.engine.load_older(peer, event.before, PAGE)
-        if peer == self.peer:
-            self.view.prepend(older, complete=not older or older[0].seq == 1)
+        # The page arrives as a HistoryLoaded event.
+        await self.engine.load_older(self.peer, event.before, PAGE)
 
     @on(MessageView.UnseenChanged)
     def _unseen(self, event: MessageView.UnseenChanged) -> None:
@@ -470,7 +468,9 @@ class ChatApp(App[int]):
             if self.peer is not None and self.screen.is_active:
                 self.engine.mark_read(self.peer)
         elif isinstance(event, HistoryLoaded):
-            pass  # older pages reach the view through MessageView.NeedOlder
+            if event.peer == self.peer:
+                older = event.messages
+                self.view.prepend(older, complete=event.complete)
 
     def _comes_by_prepend(self, event: MessageAdded | MessageChanged) -> bool:
         """An older page fetched from the server: the view gets it with prepend()."""
