@@ -28,8 +28,8 @@ from tui_chat.core.config import (
     SyncSection,
 )
 from tui_chat.core.engine import Engine
-from tui_chat.core.transport import Transport
 from tui_chat.core.models import ConnState, Event, MessageAdded, MessageChanged
+from tui_chat.core.transport import Transport
 from tui_chat.server import db
 
 T = TypeVar("T")

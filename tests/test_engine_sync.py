@@ -24,8 +24,6 @@ from engine_helpers import (
 )
 
 from tui_chat import protocol as p
-from tui_chat.core.transport import FrameSink, SessionEnd
-from tui_chat.core.ws_transport import WebSocketTransport
 from tui_chat.core.models import (
     ConnectionChanged,
     ConnState,
@@ -33,6 +31,8 @@ from tui_chat.core.models import (
     MessageAdded,
     OutState,
 )
+from tui_chat.core.transport import FrameSink, SessionEnd
+from tui_chat.core.ws_transport import WebSocketTransport
 from tui_chat.server.app import ChatServer
 from tui_chat.testing.faultproxy import FaultProxy
 from tui_chat.testing.serverproc import ServerProcess

@@ -127,7 +127,7 @@ def test_a_gap_is_fetched_exactly_and_filled(rig: Rig) -> None:
     rig.core.on_frame(page)
     assert rig.store.watermark(CONV) == 6
     assert sorted(e.message.seq for e in rig.of(MessageAdded)) == [1, 2, 3, 4, 5, 6]
-    wait, end = rig.core.poll()
+    _wait, end = rig.core.poll()
     assert end is None and rig.take() == []
 
 
@@ -275,7 +275,9 @@ def test_a_send_refused_as_cancelled_is_given_up(rig: Rig) -> None:
     rig.core.poll()
     rig.take()
     rig.give_up(row)
-    reject = p.Reject(client_id=row.client_id, code="cancelled", reason="cancelled", retryable=False)
+    reject = p.Reject(
+        client_id=row.client_id, code="cancelled", reason="cancelled", retryable=False
+    )
     rig.core.on_frame(reject)
     assert row.state is OutState.GIVEN_UP
 
@@ -314,7 +316,7 @@ def test_an_overdue_ack_is_shown_as_silence_then_ends_the_session(tmp_path: Path
     wait, end = rig.core.poll()
     assert end is None and len(rig.silences) == 1 and rig.silences[0] is not None
     rig.clock.now += 5.0
-    wait, end = rig.core.poll()
+    _wait, end = rig.core.poll()
     assert end is not None and end.retry is Retry.PROMPTLY
     rig.core.end_session()
     assert rig.silences[-1] is None

@@ -467,10 +467,9 @@ class ChatApp(App[int]):
         elif isinstance(event, Synced):
             if self.peer is not None and self.screen.is_active:
                 self.engine.mark_read(self.peer)
-        elif isinstance(event, HistoryLoaded):
-            if event.peer == self.peer:
-                older = event.messages
-                self.view.prepend(older, complete=event.complete)
+        elif isinstance(event, HistoryLoaded) and event.peer == self.peer:
+            older = event.messages
+            self.view.prepend(older, complete=event.complete)
 
     def _comes_by_prepend(self, event: MessageAdded | MessageChanged) -> bool:
         """An older page fetched from the server: the view gets it with prepend()."""
