@@ -313,7 +313,7 @@ def test_an_overdue_ack_is_shown_as_silence_then_ends_the_session(tmp_path: Path
     rig.core.poll()
     rig.take()
     rig.clock.now += SILENCE_AFTER + 0.1
-    wait, end = rig.core.poll()
+    _, end = rig.core.poll()
     assert end is None and len(rig.silences) == 1 and rig.silences[0] is not None
     rig.clock.now += 5.0
     _wait, end = rig.core.poll()
