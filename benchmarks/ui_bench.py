@@ -41,7 +41,7 @@ What is measured (each repeated ``--repeat`` times; figures are medians over rep
    ``--incoming`` new peer messages, one at a time, through ``view.upsert(msg)``:
    ``process_time`` from before ``upsert`` to the stamped frame that paints it (the upsert
    and the render of the changed lines, with layout and encoding). Also: the same through
-   the engine (``Engine._apply_message``: store insert, event, the app's handler, paint),
+   the engine (``SyncCore.on_frame``: store insert, event, the app's handler, paint),
    an own message going ◷ → ✓, and a page of 200 older messages prepended (scrolling up).
 4. **Enter**: text is put in the composer (untimed, painted), then
    ``pilot.press("enter")``; wall time from the call to the frame showing the bubble in
@@ -114,6 +114,7 @@ from textual.geometry import Region
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, Log, Static
 
+from tui_chat import protocol as p
 from tui_chat.core.engine import Engine
 from tui_chat.core.models import (
     ChatMessage,
@@ -706,8 +707,17 @@ async def measure_loaded(
                     cid = random_client_id(rng)
                     body = f"{marker} " + random_body(rng)
                     c0, t0 = time.process_time(), time.perf_counter()
-                    engine._apply_message(
-                        CONV_BIG, next_seq, BIG, ME, cid, body, last_ts + 1000, replay=False
+                    # Straight into the sync core, as the transport hands it a frame.
+                    engine._core.on_frame(
+                        p.Message(
+                            conv=CONV_BIG,
+                            seq=next_seq,
+                            sender=BIG,
+                            to=ME,
+                            client_id=cid,
+                            body=body,
+                            ts=last_ts + 1000,
+                        )
                     )
                     st = await frame(fut)
                     rep["engine"].append(
@@ -1196,7 +1206,7 @@ def print_report(s: dict[str, Any], args: argparse.Namespace, machine: dict[str,
     )
     print(
         f"  incoming: upsert() alone {s['incoming_upsert_ms']:.2f} ms CPU; wall to paint "
-        f"{s['incoming_wall_ms']:.2f} ms; via Engine._apply_message (store + event + handler) "
+        f"{s['incoming_wall_ms']:.2f} ms; via SyncCore.on_frame (store + event + handler) "
         f"{s['incoming_engine_cpu_ms']:.2f} ms CPU"
     )
     print(f"  own message ◷ → ✓ with {s['loaded']:,} loaded: {s['own_sent_cpu_ms']:.2f} ms CPU")
