@@ -75,9 +75,11 @@ class World:
         conn = sqlite3.connect(self.server)
         with conn:
             conn.execute(
-                "INSERT INTO conversations(id, user_a, user_b, last_seq) VALUES (?, ?, ?, ?) "
+                "INSERT INTO conversations(id, user_a, user_b, last_seq, a_id, b_id) "
+                "VALUES (?, 'alice', 'bob', ?, (SELECT id FROM users WHERE name='alice'),"
+                " (SELECT id FROM users WHERE name='bob')) "
                 "ON CONFLICT(id) DO UPDATE SET last_seq=max(last_seq, excluded.last_seq)",
-                (CONV, "alice", "bob", seq),
+                (CONV, seq),
             )
             conn.execute(
                 "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",

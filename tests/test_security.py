@@ -182,13 +182,13 @@ async def test_a_throttled_login_is_refused_before_the_token_is_checked(
     """Once throttled, no token is even compared: guessing gets no answer at all."""
     srv = await chat_server_factory(ServerConfig(limits=Limits(auth_failures=2, auth_window=60)))
     checks: list[str] = []
-    real = db.check_token
+    real = db.authenticate
 
-    def counting(conn: sqlite3.Connection, name: str, token: str) -> bool:
+    def counting(conn: sqlite3.Connection, name: str, token: str) -> db.Account | None:
         checks.append(name)
         return real(conn, name, token)
 
-    monkeypatch.setattr(db, "check_token", counting)
+    monkeypatch.setattr(db, "authenticate", counting)
     for _ in range(2):
         code, _ = await first_frames(srv.url, p.encode(p.Hello(v=1, user="carol", token="x")))
         assert code == p.CloseCode.AUTH_FAILED
@@ -438,10 +438,10 @@ async def test_every_login_compares_token_hashes_in_constant_time(
     )
 
 
-def test_check_token_has_no_early_exit_comparison() -> None:
-    """No ``==``/``!=`` in ``check_token``: the only comparison of secrets is compare_digest,
+def test_authenticate_has_no_early_exit_comparison() -> None:
+    """No ``==``/``!=`` in ``authenticate``: the only comparison of secrets is compare_digest,
     and it runs for unknown users too (against the dummy hash), before ``row is not None``."""
-    source = inspect.getsource(db.check_token)
+    source = inspect.getsource(db.authenticate)
     tree = ast.parse(source)
     ops = [type(op) for node in ast.walk(tree) if isinstance(node, ast.Compare) for op in node.ops]
     assert ast.Eq not in ops and ast.NotEq not in ops, ops

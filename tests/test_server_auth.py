@@ -211,4 +211,4 @@ async def test_client_leaving_during_hello_leaves_no_session(chat_server: Runnin
     await eventually(
         lambda: chat_server.server.connection_count() == 0, "every bob session unregistered"
     )
-    assert "bob" not in chat_server.server._sessions
+    assert not chat_server.server._sessions

@@ -230,7 +230,7 @@ async def test_slow_reader_is_closed_with_4409_and_others_are_unaffected(
     slow, *_ = await login(url, "bob", tokens["bob"], max_queue=16)
     alice, *_ = await login(url, "alice", tokens["alice"])
     carol, *_ = await login(url, "carol", tokens["carol"])
-    (slow_session,) = srv.server._sessions["bob"]
+    (slow_session,) = srv.server.sessions_of("bob")
 
     acks: asyncio.Queue[Ack] = asyncio.Queue()
 
@@ -323,7 +323,7 @@ async def test_slow_reader_that_never_reads_is_dropped_in_bounded_time(
     )
     slow, *_ = await login(srv.url, "bob", srv.tokens["bob"], max_queue=1)
     alice, *_ = await login(srv.url, "alice", srv.tokens["alice"])
-    (slow_session,) = srv.server._sessions["bob"]
+    (slow_session,) = srv.server.sessions_of("bob")
     try:
         sent = 0
         while not slow_session._closing and sent < 1000:
@@ -336,7 +336,7 @@ async def test_slow_reader_that_never_reads_is_dropped_in_bounded_time(
                     acks += 1
         assert slow_session._closing
         await eventually(
-            lambda: "bob" not in srv.server._sessions, "the stalled connection dropped", 5
+            lambda: not srv.server.sessions_of("bob"), "the stalled connection dropped", 5
         )
         assert srv.server.connection_count() == 1
         assert isinstance(await send_message(alice, "alive", "carol"), Ack)

@@ -11,7 +11,6 @@ import logging
 import sqlite3
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -23,6 +22,8 @@ from websockets.exceptions import ConnectionClosed
 from tui_chat.protocol import (
     PROTOCOL_VERSION,
     Ack,
+    Cancel,
+    Cancelled,
     CloseCode,
     Error,
     ErrorCode,
@@ -31,12 +32,14 @@ from tui_chat.protocol import (
     HistoryMessage,
     HistoryPage,
     HistoryRequest,
+    Lookup,
     Message,
     Read,
     Receipt,
     Reject,
     Send,
     Synced,
+    UserInfo,
     Welcome,
     decode_client,
     encode,
@@ -44,7 +47,12 @@ from tui_chat.protocol import (
 from tui_chat.server import db
 from tui_chat.server.config import ServerConfig
 from tui_chat.server.session import CLOSE_TIMEOUT, Session, TokenBucket, close_within
+from tui_chat.server.throttle import LoginThrottle
 from tui_chat.server.writer import (
+    ACCOUNT_REMOVED,
+    TOKEN_REVOKED,
+    AccountClosed,
+    CancelRequest,
     Outcome,
     ReadRequest,
     ReadStored,
@@ -52,13 +60,16 @@ from tui_chat.server.writer import (
     Request,
     SendRequest,
     Stored,
+    Tombstoned,
     Writer,
 )
 
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 1000
-MAX_THROTTLE_KEYS = 10_000
+# How often the serve process looks at the accounts version that admin commands (run as
+# other processes) bump: a removed account or revoked token is closed well within 1 s.
+ACCOUNT_POLL_S = 0.25
 # History replies stay well under the 1 MiB default frame limit of websockets clients.
 MAX_PAGE_BYTES = 512 * 1024
 _page_encoder = msgspec.json.Encoder()
@@ -101,13 +112,18 @@ class ChatServer:
         self.config = config or ServerConfig()
         self.epoch = ""
         self.port = 0
-        self._sessions: dict[str, set[Session]] = collections.defaultdict(set)
+        # Keyed by account id, not name: a message for a new account with an old name must
+        # never reach a session of the removed one.
+        self._sessions: dict[int, set[Session]] = collections.defaultdict(set)
         self._server: Server | None = None
         self._writer: Writer | None = None
         self._readers: _Readers | None = None
-        self._auth_failures: dict[str, collections.deque[float]] = collections.defaultdict(
-            collections.deque
-        )
+        limits = self.config.limits
+        self.login_throttle = LoginThrottle(limits.auth_failures, limits.auth_window)
+        # The accounts version the open sessions were last checked against.
+        self._accounts_version = 0
+        self._account_watch: asyncio.Task[None] | None = None
+        self._checks: set[asyncio.Task[None]] = set()
         self._stopped = asyncio.Event()
 
     # ------------------------------------------------------------ lifecycle
@@ -129,6 +145,8 @@ class ChatServer:
         )
         self._writer.start()
         self._readers = _Readers(self.db_path)
+        self._accounts_version = await self._readers.run(db.accounts_version)
+        self._account_watch = loop.create_task(self._watch_accounts())
         ka = self.config.keepalive
         self._server = await serve(
             self._handle,
@@ -152,6 +170,10 @@ class ChatServer:
         if self._server is None:
             return
         self._server.close(close_connections=False)
+        if self._account_watch is not None:
+            self._account_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._account_watch
         # Every connection, including those still waiting to send their hello (they
         # would otherwise hold shutdown for the hello timeout), and bounded, so that a
         # client that does not read cannot hold it at all.
@@ -178,6 +200,10 @@ class ChatServer:
     def connection_count(self) -> int:
         return sum(len(group) for group in self._sessions.values())
 
+    def sessions_of(self, user: str) -> list[Session]:
+        """The open sessions logged in as ``user`` (for tests and diagnostics)."""
+        return [s for group in self._sessions.values() for s in group if s.user == user]
+
     # ------------------------------------------------------------ connection
 
     async def _handle(self, ws: ServerConnection) -> None:
@@ -195,11 +221,11 @@ class ChatServer:
             await session.stop()
 
     def _unregister(self, session: Session) -> None:
-        group = self._sessions.get(session.user)
+        group = self._sessions.get(session.account.id)
         if group is not None:
             group.discard(session)
             if not group:
-                del self._sessions[session.user]
+                del self._sessions[session.account.id]
 
     async def _authenticate(self, ws: ServerConnection) -> Session | None:
         limits = self.config.limits
@@ -225,8 +251,8 @@ class ChatServer:
             return None
         # Throttled per user name and address: one attacker cannot lock a user
         # out everywhere, and cannot guess tokens fast from one place.
-        throttle_key = f"{frame.user}\0{_remote_host(ws)}"
-        if self._throttled(throttle_key):
+        throttle_key = (frame.user, _remote_host(ws))
+        if self.login_throttle.blocked(throttle_key):
             await self._send_error(
                 ws, ErrorCode.AUTH_THROTTLED, "too many failed logins; try later"
             )
@@ -234,19 +260,26 @@ class ChatServer:
             return None
         assert self._readers is not None
         user, token = frame.user, frame.token
-        ok = await self._readers.run(lambda c: db.check_token(c, user, token))
-        if not ok:
-            self._note_auth_failure(throttle_key)
+        account = await self._readers.run(lambda c: db.authenticate(c, user, token))
+        if account is None:
+            self.login_throttle.failed(throttle_key)
             await self._send_error(ws, ErrorCode.AUTH_FAILED, "unknown user or wrong token")
             await ws.close(CloseCode.AUTH_FAILED, "unknown user or wrong token")
             return None
-        self._auth_failures.pop(throttle_key, None)
-        session = Session(ws, user, limits.max_outgoing, limits.max_outgoing_bytes)
+        self.login_throttle.succeeded(throttle_key)
+        session = Session(ws, account, limits.max_outgoing, limits.max_outgoing_bytes)
         session.replayed = dict(frame.cursors)
         # Registered before the replay snapshot is read: anything committed
         # later is queued, anything earlier is in the snapshot; the overlap is
         # filtered by seq in the session's sender.
-        self._sessions[user].add(session)
+        self._sessions[account.id].add(session)
+        if account.version < self._accounts_version:
+            # Checked against accounts older than the watch has already handled: an
+            # admin command may have closed this account meanwhile. Check it again.
+            task = asyncio.get_running_loop().create_task(self._check_sessions([session]))
+            # Keep a reference: the loop holds tasks only weakly.
+            self._checks.add(task)
+            task.add_done_callback(self._checks.discard)
         welcome = Welcome(
             v=PROTOCOL_VERSION,
             user=user,
@@ -263,24 +296,51 @@ class ChatServer:
             return None
         return session
 
-    def _note_auth_failure(self, key: str) -> None:
-        # Made-up user names must not grow this table without bound: past a size,
-        # forget every key whose failures have all left the window.
-        if len(self._auth_failures) >= MAX_THROTTLE_KEYS:
-            horizon = time.monotonic() - self.config.limits.auth_window
-            for stale in [k for k, q in self._auth_failures.items() if not q or q[-1] < horizon]:
-                del self._auth_failures[stale]
-        self._auth_failures[key].append(time.monotonic())
+    # ------------------------------------------------------------ accounts
 
-    def _throttled(self, user: str) -> bool:
-        limits = self.config.limits
-        failures = self._auth_failures.get(user)
-        if not failures:
-            return False
-        horizon = time.monotonic() - limits.auth_window
-        while failures and failures[0] < horizon:
-            failures.popleft()
-        return len(failures) >= limits.auth_failures
+    async def _watch_accounts(self) -> None:
+        """Close the sessions of removed accounts and revoked tokens, within ACCOUNT_POLL_S.
+
+        Admin commands run as separate processes against the same database and bump its
+        accounts version; one indexed read every ACCOUNT_POLL_S notices that with no
+        signal between processes. The writer refuses such sessions' sends on its own.
+        """
+        assert self._readers is not None
+        readers = self._readers
+        while True:
+            await asyncio.sleep(ACCOUNT_POLL_S)
+            try:
+                version = await readers.run(db.accounts_version)
+            except sqlite3.Error as exc:
+                log.warning("cannot read the accounts version: %s", exc)
+                continue
+            if version == self._accounts_version:
+                continue
+            # No await between taking the new version and the snapshot of sessions: a
+            # session registered later and checked at an older version re-checks itself.
+            self._accounts_version = version
+            sessions = [s for group in self._sessions.values() for s in group]
+            await self._check_sessions(sessions)
+
+    async def _check_sessions(self, sessions: list[Session]) -> None:
+        assert self._readers is not None
+        ids = sorted({s.account.id for s in sessions})
+        try:
+            current = await self._readers.run(lambda c: db.token_hashes(c, ids))
+        except sqlite3.Error as exc:
+            log.warning("cannot check accounts: %s", exc)
+            return
+        for session in sessions:
+            token_hash = current.get(session.account.id)
+            if token_hash is None:
+                self._close_account(session, ACCOUNT_REMOVED)
+            elif token_hash != session.account.token_hash:
+                self._close_account(session, TOKEN_REVOKED)
+
+    def _close_account(self, session: Session, reason: str) -> None:
+        if not session.closing:
+            log.info("closing session of %s: %s", session.user, reason)
+        session.close(CloseCode.ACCOUNT_CLOSED, reason)
 
     async def _fail(self, ws: ServerConnection, code: str, reason: str) -> None:
         await self._send_error(ws, code, reason)
@@ -293,8 +353,8 @@ class ChatServer:
 
     async def _replay(self, session: Session) -> None:
         assert self._readers is not None
-        user = session.user
-        convs = await self._readers.run(lambda c: db.conversations_of(c, user))
+        account = session.account.id
+        convs = await self._readers.run(lambda c: db.conversations_of(c, account))
         cursors: dict[str, int] = {}
         for conv, last_seq in convs.items():
             after = min(session.replayed.get(conv, 0), last_seq)
@@ -323,6 +383,9 @@ class ChatServer:
         limits = self.config.limits
         bucket = TokenBucket(limits.rate, limits.burst)
         async for raw in session.ws:
+            if session.closing:
+                # Closed for its account (or as too slow): nothing more it sends counts.
+                break
             wait = bucket.take()
             try:
                 frame = decode_client(raw)
@@ -347,6 +410,10 @@ class ChatServer:
                 await self._on_history(session, frame)
             elif isinstance(frame, Read):
                 self._on_read(session, frame)
+            elif isinstance(frame, Cancel):
+                self._on_cancel(session, frame)
+            elif isinstance(frame, Lookup):
+                await self._on_lookup(session, frame)
             else:
                 session.push(
                     encode(
@@ -393,20 +460,49 @@ class ChatServer:
                 retry_after=1.0,
             )
         else:
+            account = session.account
             self._writer.submit(
-                SendRequest(session.user, frame.to, frame.client_id, frame.body, session)
+                SendRequest(
+                    account.name,
+                    account.id,
+                    account.token_hash,
+                    frame.to,
+                    frame.client_id,
+                    frame.body,
+                    session,
+                )
             )
+
+    def _on_cancel(self, session: Session, frame: Cancel) -> None:
+        assert self._writer is not None
+        if self._writer.pending >= self.config.limits.max_pending_writes:
+            # No reject: that would read as the answer to a send. The client asks again.
+            session.push(
+                encode(Error(code=ErrorCode.UNAVAILABLE, reason="server is busy; cancel again"))
+            )
+            return
+        account = session.account
+        self._writer.submit(CancelRequest(account.id, account.token_hash, frame.client_id, session))
+
+    async def _on_lookup(self, session: Session, frame: Lookup) -> None:
+        assert self._readers is not None
+        name = frame.user
+        # Read from the database each time, on a reader that sees every commit: an
+        # account added or removed a moment ago is answered as it is now.
+        exists = await self._readers.run(lambda c: db.user_exists(c, name))
+        session.push(encode(UserInfo(user=name, exists=exists)))
 
     def _on_read(self, session: Session, frame: Read) -> None:
         assert self._writer is not None
-        self._writer.submit(ReadRequest(session.user, frame.conv, frame.seq, session))
+        account = session.account
+        self._writer.submit(ReadRequest(account.name, account.id, frame.conv, frame.seq, session))
 
     async def _on_history(self, session: Session, frame: HistoryRequest) -> None:
         assert self._readers is not None
-        user = session.user
+        account = session.account.id
 
         def query(c: sqlite3.Connection) -> list[HistoryMessage] | None:
-            if not db.is_member(c, frame.conv, user):
+            if not db.is_member(c, frame.conv, account):
                 return None
             return db.messages_before(c, frame.conv, frame.before, frame.after or 0, frame.limit)
 
@@ -453,7 +549,12 @@ class ChatServer:
                             outcome.ts,
                         )
                     )
-                    self._fan_out({outcome.sender, outcome.to}, data, outcome.conv, outcome.seq)
+                    self._fan_out(set(outcome.members), data, outcome.conv, outcome.seq)
+            elif isinstance(outcome, Tombstoned):
+                origin.push(encode(Cancelled(outcome.client_id)))
+            elif isinstance(outcome, AccountClosed):
+                # No answer to the request: it was not stored, and the session is closed.
+                self._close_account(origin, outcome.reason)
             elif isinstance(outcome, Refused):
                 if isinstance(req, SendRequest):
                     self._reject(
@@ -465,9 +566,9 @@ class ChatServer:
                 data = encode(Receipt(outcome.conv, outcome.user, outcome.read_seq))
                 self._fan_out(set(outcome.members), data, None, 0)
 
-    def _fan_out(self, users: set[str], data: bytes, conv: str | None, seq: int) -> None:
-        for user in users:
-            for session in self._sessions.get(user, ()):
+    def _fan_out(self, accounts: set[int], data: bytes, conv: str | None, seq: int) -> None:
+        for account in accounts:
+            for session in self._sessions.get(account, ()):
                 session.push(data, conv, seq)
 
 

@@ -1,4 +1,4 @@
-"""One authenticated connection: its outgoing queue and its rate limit."""
+"""One authenticated connection: its account, its outgoing queue and its rate limit."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from tui_chat.protocol import CloseCode
+from tui_chat.server.db import Account
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,15 @@ class Session:
     """
 
     def __init__(
-        self, ws: ServerConnection, user: str, max_outgoing: int, max_outgoing_bytes: int
+        self,
+        ws: ServerConnection,
+        account: Account,
+        max_outgoing: int,
+        max_outgoing_bytes: int,
     ) -> None:
         self.ws = ws
-        self.user = user
+        self.account = account
+        self.user = account.name
         self.max_outgoing = max_outgoing
         self.max_outgoing_bytes = max_outgoing_bytes
         self._queued_bytes = 0
@@ -96,23 +102,28 @@ class Session:
             len(self._queue) >= self.max_outgoing
             or self._queued_bytes + len(data) > self.max_outgoing_bytes
         ):
-            self._closing = True
-            self._queue.clear()
-            self._queued_bytes = 0
             log.info("closing slow connection of %s: outgoing queue full", self.user)
-            # Keep a reference: the loop holds tasks only weakly.
-            self._close_task = asyncio.get_running_loop().create_task(
-                close_within(
-                    self.ws,
-                    CloseCode.TOO_SLOW,
-                    "too slow: resume from your cursors",
-                    SLOW_CLOSE_TIMEOUT,
-                )
-            )
+            self.close(CloseCode.TOO_SLOW, "too slow: resume from your cursors", SLOW_CLOSE_TIMEOUT)
             return
         self._queue.append((conv, seq, data))
         self._queued_bytes += len(data)
         self._wakeup.set()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def close(self, code: int, reason: str, limit: float = CLOSE_TIMEOUT) -> None:
+        """Drop what is queued and close with ``code``; nothing more is pushed after this."""
+        if self._closing:
+            return
+        self._closing = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        # Keep a reference: the loop holds tasks only weakly.
+        self._close_task = asyncio.get_running_loop().create_task(
+            close_within(self.ws, code, reason, limit)
+        )
 
     def start_sending(self) -> None:
         self._sender = asyncio.get_running_loop().create_task(self._send_loop())

@@ -2,7 +2,10 @@
 
 All message writes go through one thread so that seq assignment and the
 ``(sender, client_id)`` uniqueness are decided inside the one transaction that
-stores the message, with no races between connections. The thread takes
+stores the message, with no races between connections. Cancels (tombstones) go
+through the same thread and the same transactions, so between a ``send`` and a
+``cancel`` of one client_id the first to reach the writer wins, and each answer
+goes out only after the commit that decided it. The thread takes
 whatever requests queued up while the previous commit was syncing (plus a
 short linger) and commits them together: durability costs one fsync per batch,
 not one per message.
@@ -27,7 +30,7 @@ from typing import Final
 
 import msgspec
 
-from tui_chat.protocol import ErrorCode, direct_conv_members
+from tui_chat.protocol import ErrorCode
 from tui_chat.server import db
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,10 @@ log = logging.getLogger(__name__)
 
 class SendRequest(msgspec.Struct):
     sender: str
+    sender_id: int
+    # The hash of the token the session logged in with: a send on a session whose token
+    # was revoked (or whose account was removed) is never stored.
+    token_hash: bytes
     to: str
     client_id: str
     body: str
@@ -42,8 +49,16 @@ class SendRequest(msgspec.Struct):
     origin: object
 
 
+class CancelRequest(msgspec.Struct):
+    sender_id: int
+    token_hash: bytes
+    client_id: str
+    origin: object
+
+
 class ReadRequest(msgspec.Struct):
     user: str
+    user_id: int
     conv: str
     seq: int
     origin: object
@@ -60,6 +75,20 @@ class Stored(msgspec.Struct, frozen=True):
     body: str
     ts: int
     duplicate: bool
+    # The two members' account ids, for fan-out (equal for a conversation with oneself).
+    members: tuple[int, int] = (0, 0)
+
+
+class Tombstoned(msgspec.Struct, frozen=True):
+    """The client_id's tombstone is committed (now or earlier): it will never be stored."""
+
+    client_id: str
+
+
+class AccountClosed(msgspec.Struct, frozen=True):
+    """The request's session belongs to a removed account or a revoked token."""
+
+    reason: str
 
 
 class Refused(msgspec.Struct, frozen=True):
@@ -72,14 +101,16 @@ class ReadStored(msgspec.Struct, frozen=True):
     conv: str
     user: str
     read_seq: int
-    members: tuple[str, str]
+    members: tuple[int, int]
 
 
-Outcome = Stored | Refused | ReadStored | None
-Request = SendRequest | ReadRequest
+Outcome = Stored | Refused | ReadStored | Tombstoned | AccountClosed | None
+Request = SendRequest | CancelRequest | ReadRequest
 BatchCallback = Callable[[list[tuple[Request, Outcome]]], None]
 
 _STOP: Final = object()
+ACCOUNT_REMOVED: Final = "account removed"
+TOKEN_REVOKED: Final = "token revoked"
 
 
 class _Conv:
@@ -109,9 +140,15 @@ class Writer:
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="tui-chat-writer", daemon=True)
-        # Only this thread writes these; the event loop reads _conv_members.
-        self._convs: dict[tuple[str, str], _Conv] = {}
-        self._conv_members: dict[str, tuple[str, str]] = {}
+        # Only this thread touches these. Conversations are keyed by the members' account
+        # ids, never by names: a new account with an old name is a new member.
+        self._convs: dict[tuple[int, int], _Conv] = {}
+        self._conv_members: dict[str, tuple[int, int]] = {}
+        # Account id -> current token hash (b"" once removed), and active name -> id, as of
+        # _accounts_version; dropped whenever an admin command changes accounts.
+        self._tokens: dict[int, bytes] = {}
+        self._names: dict[str, int | None] = {}
+        self._accounts_version = -1
         self.pending = 0
         self.batches = 0
         self.committed = 0
@@ -164,11 +201,39 @@ class Writer:
         self._on_batch(results)
 
     def _load_conversations(self, conn: sqlite3.Connection) -> None:
-        for conv, a, b, last in conn.execute(
-            "SELECT id, user_a, user_b, last_seq FROM conversations"
-        ):
+        for conv, a, b, last in conn.execute("SELECT id, a_id, b_id, last_seq FROM conversations"):
             self._convs[(a, b)] = _Conv(conv, last)
             self._conv_members[conv] = (a, b)
+
+    def _refresh_accounts(self, conn: sqlite3.Connection) -> None:
+        # Read inside the batch's write transaction: an admin's change is either fully
+        # visible here or commits after this batch (it needs the same write lock).
+        version = db.accounts_version(conn)
+        if version != self._accounts_version:
+            self._tokens.clear()
+            self._names.clear()
+            self._accounts_version = version
+
+    def _session_closed(
+        self, conn: sqlite3.Connection, account: int, token_hash: bytes
+    ) -> AccountClosed | None:
+        current = self._tokens.get(account)
+        if current is None:
+            row = conn.execute(
+                "SELECT token_hash, removed_at FROM users WHERE id=?", (account,)
+            ).fetchone()
+            current = b"" if row is None or row[1] is not None else bytes(row[0])
+            self._tokens[account] = current
+        if not current:
+            return AccountClosed(ACCOUNT_REMOVED)
+        if current != token_hash:
+            return AccountClosed(TOKEN_REVOKED)
+        return None
+
+    def _recipient(self, conn: sqlite3.Connection, name: str) -> int | None:
+        if name not in self._names:
+            self._names[name] = db.account_id(conn, name)
+        return self._names[name]
 
     def _commit(
         self, conn: sqlite3.Connection, batch: list[Request]
@@ -177,10 +242,14 @@ class Writer:
         touched: dict[str, int] = {}
         try:
             conn.execute("BEGIN IMMEDIATE")
-            seen: dict[tuple[str, str], Stored] = {}
+            self._refresh_accounts(conn)
+            # What this batch decided per (sender id, client_id): stored, or None = tombstone.
+            seen: dict[tuple[int, str], Stored | None] = {}
             for req in batch:
                 if isinstance(req, SendRequest):
                     results.append((req, self._store_send(conn, req, seen, touched)))
+                elif isinstance(req, CancelRequest):
+                    results.append((req, self._store_cancel(conn, req, seen)))
                 else:
                     results.append((req, self._store_read(conn, req)))
             for conv, last in touched.items():
@@ -193,38 +262,97 @@ class Writer:
                 conn.execute("ROLLBACK")
             self._convs.clear()
             self._conv_members.clear()
+            self._accounts_version = -1
             self._load_conversations(conn)
             refused = Refused(ErrorCode.UNAVAILABLE, "the server could not store the message", True)
-            return [(req, refused if isinstance(req, SendRequest) else None) for req in batch]
+            return [
+                (req, refused if isinstance(req, SendRequest | CancelRequest) else None)
+                for req in batch
+            ]
         self.batches += 1
         self.committed += sum(1 for _, o in results if isinstance(o, Stored) and not o.duplicate)
         return results
+
+    def _registered(
+        self,
+        conn: sqlite3.Connection,
+        key: tuple[int, str],
+        seen: dict[tuple[int, str], Stored | None],
+    ) -> Stored | Tombstoned | None:
+        """What is already decided for this client_id: stored, tombstoned, or nothing."""
+        if key in seen:
+            earlier = seen[key]
+            if earlier is None:
+                return Tombstoned(key[1])
+            return msgspec.structs.replace(earlier, duplicate=True)
+        row = conn.execute(
+            "SELECT conv, seq FROM sends WHERE sender_id=? AND client_id=?", key
+        ).fetchone()
+        if row is None:
+            return None
+        if row[0] is None:
+            return Tombstoned(key[1])
+        conv, seq = str(row[0]), int(row[1])
+        msg = conn.execute(
+            "SELECT sender, recipient, body, ts FROM messages WHERE conv=? AND seq=?", (conv, seq)
+        ).fetchone()
+        return Stored(
+            conv, seq, msg[0], msg[1], key[1], msg[2], msg[3], True, self._conv_members[conv]
+        )
+
+    def _store_cancel(
+        self,
+        conn: sqlite3.Connection,
+        req: CancelRequest,
+        seen: dict[tuple[int, str], Stored | None],
+    ) -> Outcome:
+        closed = self._session_closed(conn, req.sender_id, req.token_hash)
+        if closed is not None:
+            return closed
+        key = (req.sender_id, req.client_id)
+        # Already stored: the answer is its ack (duplicate), since it cannot be taken back.
+        # Already cancelled: the same answer again (a repeated cancel is idempotent).
+        known = self._registered(conn, key, seen)
+        if known is not None:
+            return known
+        conn.execute(
+            "INSERT INTO sends(sender_id, client_id, conv, seq, ts) VALUES (?, ?, NULL, NULL, ?)",
+            (req.sender_id, req.client_id, db.now_ms()),
+        )
+        seen[key] = None
+        return Tombstoned(req.client_id)
 
     def _store_send(
         self,
         conn: sqlite3.Connection,
         req: SendRequest,
-        seen: dict[tuple[str, str], Stored],
+        seen: dict[tuple[int, str], Stored | None],
         touched: dict[str, int],
     ) -> Outcome:
-        key = (req.sender, req.client_id)
-        if key in seen:
-            return msgspec.structs.replace(seen[key], duplicate=True)
-        row = conn.execute(
-            "SELECT conv, seq, recipient, body, ts FROM messages WHERE sender=? AND client_id=?",
-            key,
-        ).fetchone()
-        if row is not None:
-            return Stored(row[0], row[1], req.sender, row[2], req.client_id, row[3], row[4], True)
-        if not db.user_exists(conn, req.to):
+        closed = self._session_closed(conn, req.sender_id, req.token_hash)
+        if closed is not None:
+            return closed
+        key = (req.sender_id, req.client_id)
+        known = self._registered(conn, key, seen)
+        if isinstance(known, Tombstoned):
+            return Refused(
+                ErrorCode.CANCELLED, "this message was cancelled; it will never be sent", False
+            )
+        if known is not None:
+            return known
+        to_id = self._recipient(conn, req.to)
+        if to_id is None:
             return Refused(ErrorCode.UNKNOWN_PEER, f"there is no user {req.to!r}", False)
-        members = direct_conv_members(req.sender, req.to)
+        # Ordered by name (then id) like direct_conv_members, so user_a/user_b read as before.
+        pair = sorted([(req.sender, req.sender_id), (req.to, to_id)])
+        members = (pair[0][1], pair[1][1])
         entry = self._convs.get(members)
         if entry is None:
             conv = "c" + secrets.token_hex(6)
             conn.execute(
-                "INSERT INTO conversations(id, user_a, user_b, last_seq) VALUES (?, ?, ?, 0)",
-                (conv, members[0], members[1]),
+                "INSERT INTO conversations(id, user_a, user_b, last_seq, a_id, b_id) "
+                "VALUES (?, ?, ?, 0, ?, ?)",
+                (conv, pair[0][0], pair[1][0], members[0], members[1]),
             )
             entry = _Conv(conv, 0)
             self._convs[members] = entry
@@ -237,15 +365,21 @@ class Writer:
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (conv_id, seq, req.sender, req.to, req.client_id, req.body, ts),
         )
+        conn.execute(
+            "INSERT INTO sends(sender_id, client_id, conv, seq, ts) VALUES (?, ?, ?, ?, ?)",
+            (req.sender_id, req.client_id, conv_id, seq, ts),
+        )
         entry.last = seq
         touched[conv_id] = seq
-        stored = Stored(conv_id, seq, req.sender, req.to, req.client_id, req.body, ts, False)
+        stored = Stored(
+            conv_id, seq, req.sender, req.to, req.client_id, req.body, ts, False, members
+        )
         seen[key] = stored
         return stored
 
     def _store_read(self, conn: sqlite3.Connection, req: ReadRequest) -> Outcome:
         members = self._conv_members.get(req.conv)
-        if members is None or req.user not in members:
+        if members is None or req.user_id not in members:
             return Refused(ErrorCode.NOT_MEMBER, "not a member of this conversation", False)
         last = self._convs[members].last
         seq = min(req.seq, last)
@@ -258,7 +392,3 @@ class Writer:
             "SELECT read_seq FROM reads WHERE conv=? AND user=?", (req.conv, req.user)
         ).fetchone()
         return ReadStored(req.conv, req.user, int(row[0]), members)
-
-    def members_of(self, conv: str) -> tuple[str, str] | None:
-        # Read from the event loop: dict reads of immutable tuples are safe under the GIL.
-        return self._conv_members.get(conv)

@@ -92,18 +92,24 @@ def _lossy_fanout(every: int) -> None:
     original = ChatServer._fan_out
     live = 0
 
-    def fan_out(self: ChatServer, users: set[str], data: bytes, conv: str | None, seq: int) -> None:
+    def fan_out(
+        self: ChatServer, accounts: set[int], data: bytes, conv: str | None, seq: int
+    ) -> None:
         nonlocal live
         if conv is None:
-            original(self, users, data, conv, seq)
+            original(self, accounts, data, conv, seq)
             return
         live += 1
         if live % every:
-            original(self, users, data, conv, seq)
+            original(self, accounts, data, conv, seq)
             return
         sender = msgspec.json.decode(data, type=p.Message).sender
-        print(f"lossy-fanout: dropped {conv}/{seq} for {sorted(users - {sender})}", flush=True)
-        original(self, {sender}, data, conv, seq)
+        # Sessions are keyed by account id; the sender's is the one whose sessions carry
+        # the sender's name.
+        keep = {a for a in accounts if any(s.user == sender for s in self._sessions.get(a, ()))}
+        names = sorted({s.user for a in accounts - keep for s in self._sessions.get(a, ())})
+        print(f"lossy-fanout: dropped {conv}/{seq} for {names}", flush=True)
+        original(self, keep, data, conv, seq)
 
     ChatServer._fan_out = fan_out  # type: ignore[method-assign]
 
