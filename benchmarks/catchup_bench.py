@@ -110,8 +110,9 @@ def fill_server_db(path: Path, messages: int, conversations: int, seed: int) -> 
         conv = "c" + secrets.token_hex(6)
         a, b = p.direct_conv_members(peer, READER)
         conn.execute(
-            "INSERT INTO conversations(id, user_a, user_b, last_seq) VALUES (?, ?, ?, 0)",
-            (conv, a, b),
+            "INSERT INTO conversations(id, user_a, user_b, last_seq, a_id, b_id) "
+            "VALUES (?, ?, ?, 0, ?, ?)",
+            (conv, a, b, db.account_id(conn, a), db.account_id(conn, b)),
         )
         convs.append((conv, peer))
     last: dict[str, int] = {c: 0 for c, _ in convs}
@@ -141,7 +142,9 @@ def load_frames(path: Path) -> list[bytes]:
     conn = sqlite3.connect(path)
     frames: list[bytes] = []
     try:
-        convs = db.conversations_of(conn, READER)
+        reader = db.account_id(conn, READER)
+        assert reader is not None
+        convs = db.conversations_of(conn, reader)
         for conv, last_seq in convs.items():
             for m in db.messages_after(conn, conv, 0, last_seq):
                 frames.append(

@@ -49,7 +49,7 @@ from tui_chat import protocol as p
 from tui_chat.server import db
 from tui_chat.server.config import Limits, ServerConfig
 
-TABLES = ("users", "conversations", "messages", "reads", "meta")
+TABLES = ("users", "conversations", "messages", "sends", "reads", "meta")
 
 
 def snapshot(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:

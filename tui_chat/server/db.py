@@ -259,7 +259,15 @@ def accounts_version(conn: sqlite3.Connection) -> int:
 
 
 def _change_accounts(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> int:
-    """Run one account change and bump the version in the same transaction."""
+    """Run one account change and bump the version in the same transaction.
+
+    Inside a transaction the caller already opened (bulk set-ups), it joins that one.
+    """
+    if conn.in_transaction:
+        rowcount = conn.execute(sql, params).rowcount
+        if rowcount:
+            _bump_accounts_version(conn)
+        return rowcount
     conn.execute("BEGIN IMMEDIATE")
     try:
         rowcount = conn.execute(sql, params).rowcount

@@ -134,6 +134,11 @@ class Session:
             self._sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await self._sender
+        if self._close_task is not None:
+            # The handler must not return before our close frame is out: websockets would
+            # close with 1000 itself, and the client would never learn why (4403, 4409).
+            with contextlib.suppress(ConnectionClosed, OSError):
+                await self._close_task
 
     async def _send_loop(self) -> None:
         queue = self._queue
