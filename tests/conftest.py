@@ -33,6 +33,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from harness.serverproc import ServerProcess
 from tui_chat.protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -51,7 +52,6 @@ from tui_chat.protocol import (
 from tui_chat.server import db
 from tui_chat.server.app import ChatServer
 from tui_chat.server.config import ServerConfig
-from tui_chat.testing.serverproc import ServerProcess
 
 USERS: tuple[str, ...] = ("alice", "bob", "carol")
 # Default bound for one expected frame. Generous for a loaded CI box, tiny for a passing test.

@@ -1,7 +1,7 @@
 """The chaos harness in CI: a short seeded sweep against real processes must find nothing.
 
 The sweep plays 20 schedules (fixed seed, three at a time) of the harness in
-:mod:`tui_chat.testing.chaos`: a real server process, three headless client processes behind
+:mod:`harness.chaos`: a real server process, three headless client processes behind
 fault proxies, every kind of fault, users retrying and giving up, then the checker over the
 server database, every store and every event log. The long run (500+ schedules) and its
 figures are in docs/reliability.md. ``tests/test_checker.py`` shows that the checker catches
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tui_chat.testing.chaos import (
+from harness.chaos import (
     CLIENT_FAULTS,
     FAULT_KINDS,
     SERVER_FAULTS,
@@ -82,7 +82,7 @@ def test_cli_prints_a_summary_as_json(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "tui_chat.testing.chaos",
+            "harness.chaos",
             "--seed",
             "5",
             "--schedules",

@@ -3,7 +3,7 @@
 The first half builds a small consistent run by hand (a server database, two stores, two event
 logs) and breaks one thing at a time; the checker must name exactly that kind of violation.
 The second half plays directed schedules against real processes with the deliberately broken
-variants of :mod:`tui_chat.testing.broken` (a server that acks before committing, a client
+variants of :mod:`harness.broken` (a server that acks before committing, a client
 that retries with a new client_id, a client that skips the gap rule) and asserts that the
 checker reports each, while the same schedule against the real code passes.
 """
@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from harness.broken import CRASH_STATUS
+from harness.chaos import Action, Schedule, ScheduleResult, run_schedule
+from harness.checker import ClientRecord, Incarnation, Report, check
 from tui_chat.core.store import LocalStore
 from tui_chat.server import db
-from tui_chat.testing.broken import CRASH_STATUS
-from tui_chat.testing.chaos import Action, Schedule, ScheduleResult, run_schedule
-from tui_chat.testing.checker import ClientRecord, Incarnation, Report, check
 
 CONV = "c000000000001"
 

@@ -21,10 +21,10 @@ from engine_helpers import (
     until,
 )
 
+from harness.faultproxy import FaultProxy
 from tui_chat import protocol as p
 from tui_chat.core.models import ConnState, DeliveredAnyway, OutState
 from tui_chat.server.config import Limits, ServerConfig
-from tui_chat.testing.faultproxy import FaultProxy
 
 PENDING, SENT, FAILED, GIVEN_UP = (
     OutState.PENDING,

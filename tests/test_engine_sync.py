@@ -23,6 +23,8 @@ from engine_helpers import (
     until,
 )
 
+from harness.faultproxy import FaultProxy
+from harness.serverproc import ServerProcess
 from tui_chat import protocol as p
 from tui_chat.core.models import (
     ConnectionChanged,
@@ -34,8 +36,6 @@ from tui_chat.core.models import (
 from tui_chat.core.transport import FrameSink, SessionEnd
 from tui_chat.core.ws_transport import WebSocketTransport
 from tui_chat.server.app import ChatServer
-from tui_chat.testing.faultproxy import FaultProxy
-from tui_chat.testing.serverproc import ServerProcess
 
 SENT = OutState.SENT
 # Scheduling slack on a loaded machine, on top of what the keepalive settings promise.

@@ -12,7 +12,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosedError, InvalidMessage
 
-from tui_chat.testing.faultproxy import FaultProxy
+from harness.faultproxy import FaultProxy
 
 # Long enough to tell "nothing arrived" from scheduling noise, short enough for a fast suite.
 QUIET = 0.3

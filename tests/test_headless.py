@@ -15,7 +15,7 @@ from engine_helpers import (
     write_client_toml,
 )
 
-from tui_chat.testing.faultproxy import FaultProxy
+from harness.faultproxy import FaultProxy
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from conftest import USERS, db_rows, login, make_users
 from engine_helpers import FAST_SYNC, HeadlessProc, client_config, write_client_toml
 from test_fuzz_client import hostile_server
 
+from harness.serverproc import ServerProcess
 from tui_chat import protocol as p
 from tui_chat.core import config as client_config_module
-from tui_chat.testing.serverproc import ServerProcess
 
 
 def is_event(kind: str, **fields: Any) -> Any:

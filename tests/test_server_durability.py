@@ -21,8 +21,8 @@ from conftest import (
     send_message,
 )
 
+from harness.serverproc import ServerProcess, ServerStartError
 from tui_chat.protocol import Ack, CloseCode, Message, Send
-from tui_chat.testing.serverproc import ServerProcess, ServerStartError
 
 
 async def test_acked_message_survives_sigkill_with_the_same_seq(

@@ -21,6 +21,8 @@ import pytest
 from conftest import RunningServer, db_rows, login, send_message
 from textual.pilot import Pilot
 
+from harness.faultproxy import FaultProxy
+from harness.serverproc import ServerProcess
 from tui_chat.core.config import (
     AccountSection,
     ClientConfig,
@@ -31,8 +33,6 @@ from tui_chat.core.config import (
 )
 from tui_chat.core.engine import Engine
 from tui_chat.core.models import ChatMessage, ConnState, Event, OutState
-from tui_chat.testing.faultproxy import FaultProxy
-from tui_chat.testing.serverproc import ServerProcess
 from tui_chat.ui.app import ChatApp
 from tui_chat.ui.widgets import StatusBar
 

@@ -20,7 +20,6 @@ them in a thread, so an event loop driving websocket clients keeps running meanw
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
 import re
 import signal
@@ -32,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final, Self
+
+from harness.env import subprocess_env
 
 __all__ = ["ServerProcess", "ServerStartError"]
 
@@ -164,9 +165,9 @@ class ServerProcess:
                 time.sleep(0.1)
 
     def _spawn(self, deadline: float) -> None:
-        env = dict(os.environ if self.env is None else self.env)
-        # Unbuffered so that nothing but our explicit flushes decides when lines appear.
-        env["PYTHONUNBUFFERED"] = "1"
+        # Unbuffered so that nothing but our explicit flushes decides when lines appear; the
+        # checkout on PYTHONPATH so that a broken variant (``-m harness.broken``) is found.
+        env = subprocess_env(self.env, PYTHONUNBUFFERED="1")
         self.returncode = None
         proc = subprocess.Popen(
             self.command(),

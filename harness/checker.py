@@ -9,7 +9,7 @@ What counts as what
 -------------------
 *Composed*: a message the user wrote, i.e. a client_id in an ``ok`` reply to ``send`` or
 ``edit`` in the sender's log. *On the wire*: a ``wire`` line (printed by
-:mod:`tui_chat.testing.chaos_client` just before a ``send`` frame goes to the socket; a line
+:mod:`harness.chaos_client` just before a ``send`` frame goes to the socket; a line
 may appear for a frame that a SIGKILL then stopped, never the other way round). *Acked*: an
 event that claims the server stored the message: an own message in state ``sent``, or any
 message event that carries a ``seq``. *Given up*: the client_id of an ``ok`` reply to

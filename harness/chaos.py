@@ -1,13 +1,13 @@
 """Seeded chaos runs: real processes, injected faults, and a checker that reads every view.
 
-``python -m tui_chat.testing.chaos --seed S --schedules K`` runs K *schedules*. Each one
+``python -m harness.chaos --seed S --schedules K`` runs K *schedules*. Each one
 starts a real ``tui-chat-server serve`` process and ``--clients`` (at least 3) headless
-client processes (:mod:`tui_chat.testing.chaos_client`: ``tui-chat headless`` plus a wire
-log), each behind its own :class:`~tui_chat.testing.faultproxy.FaultProxy`, then plays a
+client processes (:mod:`harness.chaos_client`: ``tui-chat headless`` plus a wire
+log), each behind its own :class:`~harness.faultproxy.FaultProxy`, then plays a
 timeline of actions drawn from ``random.Random(f"tui-chat-chaos:{S}:{index}")``: sends from
 each client to random peers, faults, and users retrying, editing and giving up. Then the
 faults stop, the users settle every failed message (retry or give up), the clients must
-converge, every client quits, and :func:`tui_chat.testing.checker.check` judges the server
+converge, every client quits, and :func:`harness.checker.check` judges the server
 database, every store and every event log.
 
 The action list of a schedule is fully reproducible from its seed and index
@@ -47,7 +47,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import shutil
 import signal
@@ -61,8 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from tui_chat.server import db
-from tui_chat.testing.checker import (
+from harness.checker import (
     KINDS,
     ClientRecord,
     Incarnation,
@@ -74,8 +72,10 @@ from tui_chat.testing.checker import (
     read_server,
     read_store,
 )
-from tui_chat.testing.faultproxy import FaultProxy
-from tui_chat.testing.serverproc import ServerProcess
+from harness.env import subprocess_env
+from harness.faultproxy import FaultProxy
+from harness.serverproc import ServerProcess
+from tui_chat.server import db
 
 __all__ = [
     "FAULT_KINDS",
@@ -354,7 +354,7 @@ class ChaosServer(ServerProcess):
         return [
             sys.executable,
             "-m",
-            "tui_chat.testing.broken",
+            "harness.broken",
             "server",
             self.variant,
             "--",
@@ -403,7 +403,7 @@ class ClientProc:
         initial |= {(self.user, o.client_id) for o in view.outbox if o.state in _OPEN}
         lines: list[dict[str, Any]] = []
         self.incarnations.append(Incarnation(lines, frozenset(initial)))
-        cmd = [sys.executable, "-m", "tui_chat.testing.chaos_client", "--config", str(self.config)]
+        cmd = [sys.executable, "-m", "harness.chaos_client", "--config", str(self.config)]
         if self.variant:
             cmd += ["--broken", self.variant]
         self.online = False
@@ -412,7 +412,7 @@ class ClientProc:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            env=subprocess_env(PYTHONUNBUFFERED="1"),
         )
         assert self._proc.stdout is not None and self._proc.stderr is not None
         self._readers = [
@@ -1131,7 +1131,7 @@ async def run_schedules(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tui_chat.testing.chaos",
+        prog="python -m harness.chaos",
         description="Seeded chaos runs against real server and client processes.",
     )
     parser.add_argument("--seed", type=int, required=True)

@@ -1,6 +1,6 @@
 """``tui-chat headless`` with a wire log, for the chaos harness.
 
-``python -m tui_chat.testing.chaos_client --config PATH [--broken VARIANT]`` runs exactly
+``python -m harness.chaos_client --config PATH [--broken VARIANT]`` runs exactly
 ``tui-chat headless --config PATH`` with one addition: just before the engine hands a
 ``send`` frame to its websocket it prints ``{"event":"wire","client_id":...}`` on the same
 stdout as every other event. The line is written before the frame, so a message with no
@@ -9,7 +9,7 @@ and the frame only makes the log more cautious). The checker needs this to tell 
 message the server may legitimately hold (its ack was lost) from one that must not exist.
 
 ``--broken`` applies one of the deliberately broken engine variants of
-:mod:`tui_chat.testing.broken`, so that tests can show the checker catching it.
+:mod:`harness.broken`, so that tests can show the checker catching it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def install_wire_log() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tui_chat.testing.chaos_client")
+    parser = argparse.ArgumentParser(prog="python -m harness.chaos_client")
     parser.add_argument("--config", required=True)
     parser.add_argument("--broken", default=None, help="a broken engine variant (testing only)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     # Before any broken patch, so that the log shows what really goes on the wire.
     install_wire_log()
     if args.broken:
-        from tui_chat.testing import broken
+        from harness import broken
 
         broken.apply_client(args.broken)
     from tui_chat.cli import main as cli_main

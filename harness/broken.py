@@ -4,7 +4,7 @@ Nothing here is reachable from the product: the variants are monkeypatches appli
 the testing entry points below, so that ``tests/test_checker.py`` can run the chaos harness
 against each and assert that the checker reports it.
 
-Server variants (``python -m tui_chat.testing.broken server VARIANT serve --db ... ``):
+Server variants (``python -m harness.broken server VARIANT serve --db ... ``):
 
 ``ack-before-commit``
     Every ``--every``-th batch of sends (default 3) is acked and fanned out *before* its
@@ -15,7 +15,7 @@ Server variants (``python -m tui_chat.testing.broken server VARIANT serve --db .
     frame is not delivered to the recipient's connections (the sender still gets its ack).
     The recipient sees a gap at the next message of that conversation and must fetch it.
 
-Client variants (``python -m tui_chat.testing.chaos_client --broken VARIANT --config ...``):
+Client variants (``python -m harness.chaos_client --broken VARIANT --config ...``):
 
 ``new-client-id``
     Every resend of a message goes out with a fresh client_id, so the server cannot tell
@@ -173,7 +173,7 @@ def apply_client(variant: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tui_chat.testing.broken",
+        prog="python -m harness.broken",
         description="run tui-chat-server with a deliberately broken variant (testing only)",
     )
     sub = parser.add_subparsers(dest="what", required=True)
