@@ -72,6 +72,7 @@ from harness.checker import (
     read_server,
     read_store,
 )
+from harness.clientconf import client_config, write_client_toml
 from harness.env import subprocess_env
 from harness.faultproxy import FaultProxy
 from harness.serverproc import ServerProcess
@@ -132,7 +133,7 @@ CONVERGENCE_LIMIT: Final = 5.0
 # How long the harness keeps waiting after the limit, to tell "slow" from "never".
 CONVERGENCE_GRACE: Final = 5.0
 COMMAND_TIMEOUT: Final = 5.0
-SYNC: Final = {
+SYNC: Final[dict[str, Any]] = {
     "ping_interval": 0.3,
     "ping_timeout": 0.3,
     "connect_timeout": 1.0,
@@ -534,26 +535,6 @@ class ScheduleResult:
         return self.report.ok
 
 
-def _write_client_toml(
-    path: Path, user: str, token: str, url: str, store_dir: Path, freshness: float, hold: str
-) -> None:
-    lines = [
-        "[account]",
-        f"user = {json.dumps(user)}",
-        f"token = {json.dumps(token)}",
-        "[server]",
-        f"url = {json.dumps(url)}",
-        "[storage]",
-        f"dir = {json.dumps(str(store_dir))}",
-        "[sync]",
-        f"freshness_window = {freshness!r}",
-        *(f"{k} = {v!r}" for k, v in SYNC.items()),
-        f"on_failure = {json.dumps(hold)}",
-    ]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    path.chmod(0o600)
-
-
 class _Run:
     """The state of one schedule while it plays."""
 
@@ -606,15 +587,16 @@ class _Run:
             self.proxies.append(proxy)
             store_dir = self.dir / user
             toml = self.dir / f"{user}.toml"
-            _write_client_toml(
-                toml,
+            cfg = client_config(
+                store_dir,
                 user,
                 tokens[user],
                 proxy.url,
-                store_dir,
-                self.s.freshness[i],
-                self.s.on_failure[i],
+                **SYNC,
+                freshness_window=self.s.freshness[i],
+                on_failure=self.s.on_failure[i],
             )
+            write_client_toml(toml, cfg)
             store = store_dir / f"{user}@127.0.0.1_{proxy.port}.sqlite3"
             self.clients.append(
                 ClientProc(i, user, toml, store, proxy, variant=self.client_variant)

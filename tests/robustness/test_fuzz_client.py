@@ -26,95 +26,27 @@ and a server whose epoch changes at every login (a reconnect storm before the fi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import Client, Engines, stays, until
 from hypothesis import given
 from hypothesis import strategies as st
-from test_fuzz import fuzz_settings, names, server_junk, small_ints, weighted, wild_strings
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 
+from harness.waits import stays, until
+from tests.support.engines import Client, Engines
+from tests.support.fuzz import fuzz_settings, names, server_junk, small_ints, weighted, wild_strings
+from tests.support.hostile import CONV, EPOCH, Frame, HostileServer, hostile_server
 from tui_chat import protocol as p
 from tui_chat.core.models import ConnState, EpochReset, OutState, ServerNotice
 
-CONV = "c-bob"
-EPOCH = "hostile-epoch"
 # Keepalive and ack timeout far above the test's length: a reconnect here is a finding.
 SYNC: dict[str, Any] = {"ping_interval": 5.0, "ping_timeout": 5.0, "ack_timeout": 600.0}
-
-Frame = str | bytes
-
-
-def real_message(seq: int) -> p.Message:
-    return p.Message(
-        CONV, seq, "bob", "alice", f"bob-{seq}", f"message {seq}", 1_700_000_000_000 + seq
-    )
-
-
-class HostileServer:
-    """Brings an engine online with bob's real messages, then sends what it is told.
-
-    ``greeting`` (if set) replaces the whole login answer: frames sent right after the hello.
-    ``epochs`` (if set) gives the epoch of each login.
-    """
-
-    def __init__(self) -> None:
-        self.truth: list[p.Message] = [real_message(1), real_message(2)]
-        self.logins = 0
-        self.received: list[Frame] = []
-        self.current: ServerConnection | None = None
-        self.greeting: list[Frame] | None = None
-        self.epochs: Callable[[int], str] = lambda _n: EPOCH
-        self.url = ""
-
-    async def handler(self, ws: ServerConnection) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            hello = p.decode_client(await ws.recv())
-            assert isinstance(hello, p.Hello)
-            self.logins += 1
-            if self.greeting is not None:
-                for frame in self.greeting:
-                    await ws.send(frame)
-                await ws.wait_closed()
-                return
-            welcome = p.Welcome(v=1, user="alice", epoch=self.epochs(self.logins), server_time=1)
-            await ws.send(p.encode(welcome).decode())
-            after = hello.cursors.get(CONV, 0)
-            for m in self.truth:
-                if m.seq > after:
-                    await ws.send(p.encode(m).decode())
-            await ws.send(p.encode(p.Synced(cursors={CONV: len(self.truth)})).decode())
-            self.current = ws
-            async for raw in ws:
-                self.received.append(raw)
-
-    async def push(self, *frames: Frame) -> None:
-        assert self.current is not None
-        for frame in frames:
-            await self.current.send(frame)
-
-    async def next_real_message(self) -> p.Message:
-        m = real_message(len(self.truth) + 1)
-        self.truth.append(m)
-        await self.push(p.encode(m).decode())
-        return m
-
-
-@contextlib.asynccontextmanager
-async def hostile_server() -> AsyncIterator[HostileServer]:
-    hostile = HostileServer()
-    async with serve(hostile.handler, "127.0.0.1", 0, compression=None, ping_interval=None) as srv:
-        hostile.url = f"ws://127.0.0.1:{next(iter(srv.sockets)).getsockname()[1]}"
-        yield hostile
 
 
 @dataclass

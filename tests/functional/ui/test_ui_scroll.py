@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import RunningServer, db_rows, login, send_message
-from test_ui import running_app, screen_text, wait_until
-
+from tests.support.ui import running_app, screen_text, wait_until
+from tests.support.wire import RunningServer, db_rows, login, send_message
 from tui_chat.core.store import LocalStore
 from tui_chat.ui.app import PAGE
 from tui_chat.ui.message_view import RELAYOUT_LIMIT, MessageView

@@ -4,232 +4,43 @@ Each test follows one message (or one conversation) the way a user would see it:
 screen shows right after a key, what the engine's state is, and, where a promise is about
 the server ("exactly one copy"), what the server's database holds.
 
-The helpers at the top are shared with ``test_ui_keys.py`` and ``test_ui_untrusted.py``.
-Every wait is bounded: :func:`wait_until` fails the test with a description instead of
-hanging.
+The helpers are in :mod:`tests.support.ui`. Every wait is bounded: :func:`wait_until` fails
+the test with a description instead of hanging.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import RunningServer, db_rows, login, send_message
-from textual.pilot import Pilot
 
 from harness.faultproxy import FaultProxy
 from harness.serverproc import ServerProcess
-from tui_chat.core.config import (
-    AccountSection,
-    ClientConfig,
-    ServerSection,
-    StorageSection,
-    SyncSection,
-    UiSection,
+from harness.waits import WAIT
+from tests.support.ui import (
+    FAILED,
+    GIVEN_UP,
+    PENDING,
+    SENT,
+    bubble_text,
+    copies_on_server,
+    fail_one,
+    flat,
+    holds,
+    item,
+    last_own,
+    online,
+    open_with,
+    own_state,
+    peer_sends,
+    running_app,
+    screen_text,
+    status_line,
+    type_and_send,
+    wait_until,
 )
-from tui_chat.core.engine import Engine
-from tui_chat.core.models import ChatMessage, ConnState, Event, OutState
-from tui_chat.ui.app import ChatApp
-from tui_chat.ui.widgets import StatusBar
-
-SIZE = (120, 36)
-# Generous for a loaded machine; a passing test takes a fraction of it.
-WAIT = 10.0
-FRESHNESS = 2.0
-PENDING, SENT, FAILED, GIVEN_UP = (
-    OutState.PENDING,
-    OutState.SENT,
-    OutState.FAILED,
-    OutState.GIVEN_UP,
-)
-
-
-# ---------------------------------------------------------------- harness
-
-
-def fast_sync(**overrides: Any) -> SyncSection:
-    settings: dict[str, Any] = {
-        "freshness_window": FRESHNESS,
-        "backoff_initial": 0.05,
-        "backoff_cap": 0.3,
-        "ping_interval": 0.3,
-        "ping_timeout": 0.3,
-        "connect_timeout": 1.0,
-        "ack_timeout": 1.0,
-    }
-    settings.update(overrides)
-    return SyncSection(**settings)
-
-
-def make_engine(url: str, token: str, store_dir: Path, user: str = "alice", **sync: Any) -> Engine:
-    cfg = ClientConfig(
-        account=AccountSection(user=user, token=token),
-        server=ServerSection(url=url),
-        storage=StorageSection(dir=str(store_dir)),
-        sync=fast_sync(**sync),
-    )
-    return Engine(cfg, token)
-
-
-@contextlib.asynccontextmanager
-async def running_app(
-    url: str,
-    token: str,
-    store_dir: Path,
-    *,
-    user: str = "alice",
-    keymap: dict[str, str] | None = None,
-    ui: UiSection | None = None,
-    run_engine: bool = True,
-    events: list[Event] | None = None,
-    **sync: Any,
-) -> AsyncIterator[tuple[ChatApp, Pilot[int]]]:
-    """A ChatApp for ``user`` on ``url`` under Pilot; the engine's store is closed at the end.
-
-    ``events`` (if given) collects every engine event, subscribed before the app starts, so a
-    test can see states that were on screen only briefly.
-    """
-    engine = make_engine(url, token, store_dir, user, **sync)
-    if events is not None:
-        engine.subscribe(events.append)
-    app = ChatApp(engine, ui=ui or UiSection(bell=False), keymap=keymap, run_engine=run_engine)
-    try:
-        # Toasts are part of what the user sees (and of the untrusted-text surface).
-        async with app.run_test(size=SIZE, notifications=True) as pilot:
-            yield app, pilot
-    finally:
-        engine.close()
-
-
-async def wait_until(
-    pilot: Pilot[Any], cond: Callable[[], object], what: str, within: float = WAIT
-) -> None:
-    """Let the app run until ``cond()`` is true; fail with ``what`` after ``within`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not cond():
-        if loop.time() >= deadline:
-            pytest.fail(f"not true within {within} s: {what}")
-        await pilot.pause(0.02)
-
-
-async def holds(pilot: Pilot[Any], cond: Callable[[], object], what: str, duration: float) -> None:
-    """Fail as soon as ``cond()`` turns false during ``duration`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + duration
-    while loop.time() < deadline:
-        assert cond(), f"expected {what} for {duration} s; it changed"
-        await pilot.pause(0.02)
-    assert cond(), f"expected {what} for {duration} s; it changed"
-
-
-def screen_text(app: ChatApp) -> str:
-    """The characters on the active screen (all layers, toasts included), one line per row."""
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
-def flat(text: str) -> str:
-    """``text`` with every run of whitespace (line ends of wrapped lines too) as one space."""
-    return " ".join(text.split())
-
-
-def screen_segments(app: ChatApp) -> list[str]:
-    """The raw text of every segment the compositor would send to the terminal."""
-    return [
-        segment.text
-        for strip in app.screen._compositor.render_strips()
-        for segment in strip
-        if not segment.control
-    ]
-
-
-def status_line(app: ChatApp) -> str:
-    return str(app.query_one(StatusBar).render())
-
-
-def item(app: ChatApp, client_id: str) -> ChatMessage | None:
-    for m in app.view.items:
-        if m.client_id == client_id:
-            return m
-    return None
-
-
-def bubble_text(app: ChatApp, client_id: str) -> str:
-    """The lines the message view paints for one message (all of them, visible or not)."""
-    view = app.view
-    for i, m in enumerate(view.items):
-        if m.client_id == client_id:
-            return "\n".join(strip.text for strip in view._strips(i))
-    raise AssertionError(f"{client_id} is not in the message view")
-
-
-def own_state(app: ChatApp, client_id: str) -> OutState | None:
-    m = app.engine.message(client_id)
-    return None if m is None else m.state
-
-
-def copies_on_server(db_path: Path, client_id: str) -> int:
-    return int(
-        db_rows(db_path, "SELECT COUNT(*) FROM messages WHERE client_id=?", (client_id,))[0][0]
-    )
-
-
-async def type_and_send(pilot: Pilot[Any], text: str) -> None:
-    await pilot.press(*text, "enter")
-
-
-def last_own(app: ChatApp) -> ChatMessage:
-    own = [m for m in app.view.items if m.own]
-    assert own, "no own message in the view"
-    return own[-1]
-
-
-async def online(app: ChatApp, pilot: Pilot[Any]) -> None:
-    await wait_until(pilot, lambda: app.engine.status.state is ConnState.ONLINE, "online")
-
-
-async def open_with(app: ChatApp, pilot: Pilot[Any], peer: str) -> None:
-    """Start a conversation through the ctrl+o dialog, as a user would."""
-    await pilot.press("ctrl+o")
-    await wait_until(pilot, lambda: type(app.screen).__name__ == "NewConversationScreen", "dialog")
-    await pilot.press(*peer, "enter")
-    await wait_until(pilot, lambda: app.peer == peer, f"the conversation with {peer} open")
-    await wait_until(pilot, lambda: app.focused is app.composer, "the composer focused")
-
-
-async def fail_one(
-    app: ChatApp, pilot: Pilot[Any], server: ServerProcess, body: str, peer: str = "bob"
-) -> str:
-    """Kill the server, send ``body`` and wait until it shows ✗; returns its client_id."""
-    await server.akill()
-    await wait_until(
-        pilot, lambda: app.engine.status.state is not ConnState.ONLINE, "the outage noticed"
-    )
-    await type_and_send(pilot, body)
-    msg = last_own(app)
-    assert msg.body == body
-    cid = msg.client_id
-    await wait_until(
-        pilot, lambda: own_state(app, cid) is FAILED, "the message failed", FRESHNESS + WAIT
-    )
-    await wait_until(pilot, lambda: "✗" in bubble_text(app, cid), "✗ painted")
-    return cid
-
-
-async def peer_sends(server: RunningServer, sender: str, to: str, *bodies: str) -> None:
-    """``sender`` sends ``bodies`` to ``to`` over its own websocket, each acked."""
-    ws, *_ = await login(server.url, sender, server.tokens[sender])
-    try:
-        for i, body in enumerate(bodies):
-            ack = await send_message(ws, f"{sender}-{i}-{abs(hash(body)) % 10**8}", to, body)
-            assert type(ack).__name__ == "Ack", ack
-    finally:
-        await ws.close()
-
+from tests.support.wire import RunningServer, db_rows
+from tui_chat.core.models import ConnState
 
 # ---------------------------------------------------------------- fixtures
 

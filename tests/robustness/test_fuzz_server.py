@@ -29,7 +29,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
+from hypothesis import given
+from hypothesis import strategies as st
+from websockets.asyncio.client import ClientConnection
+
+from tests.support.fuzz import (
+    client_junk,
+    fuzz_settings,
+    names,
+    small_ints,
+    weighted,
+    wild_ints,
+    wild_strings,
+)
+from tests.support.wire import (
     STEP,
     RunningServer,
     ServerFactory,
@@ -43,19 +56,6 @@ from conftest import (
     send_message,
     send_raw,
 )
-from hypothesis import given
-from hypothesis import strategies as st
-from test_fuzz import (
-    client_junk,
-    fuzz_settings,
-    names,
-    small_ints,
-    weighted,
-    wild_ints,
-    wild_strings,
-)
-from websockets.asyncio.client import ClientConnection
-
 from tui_chat import protocol as p
 from tui_chat.server.config import Limits, ServerConfig
 

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (
+
+from harness.serverproc import ServerProcess, ServerStartError
+from tests.support.wire import (
     STEP,
     connect_ws,
     db_rows,
@@ -20,8 +22,6 @@ from conftest import (
     send_frame,
     send_message,
 )
-
-from harness.serverproc import ServerProcess, ServerStartError
 from tui_chat.protocol import Ack, CloseCode, Message, Send
 
 

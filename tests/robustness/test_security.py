@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
+
+from tests.support.wire import (
     QUIET,
     RunningServer,
     ServerFactory,
@@ -44,7 +45,6 @@ from conftest import (
     send_message,
     send_raw,
 )
-
 from tui_chat import protocol as p
 from tui_chat.server import db
 from tui_chat.server.config import Limits, ServerConfig

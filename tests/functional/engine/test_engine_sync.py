@@ -9,22 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
-import pytest
-from conftest import RunningServer, ServerFactory
-from engine_helpers import (
-    FAST_SYNC,
-    Client,
-    Engines,
-    clone_users,
-    server_copies,
-    server_messages,
-    until,
-)
-
+from harness.clientconf import FAST_SYNC
 from harness.faultproxy import FaultProxy
 from harness.serverproc import ServerProcess
+from harness.waits import until
+from tests.support.engines import Client, Engines, clone_users, server_copies, server_messages
+from tests.support.wire import RunningServer, ServerFactory
 from tui_chat import protocol as p
 from tui_chat.core.models import (
     ConnectionChanged,
@@ -40,21 +31,6 @@ from tui_chat.server.app import ChatServer
 SENT = OutState.SENT
 # Scheduling slack on a loaded machine, on top of what the keepalive settings promise.
 MARGIN = 0.6
-
-
-@pytest.fixture
-async def proxy(chat_server: RunningServer) -> AsyncIterator[FaultProxy]:
-    async with FaultProxy("127.0.0.1", chat_server.port) as fault_proxy:
-        yield fault_proxy
-
-
-@pytest.fixture
-async def engines(tmp_path) -> AsyncIterator[Engines]:
-    made = Engines(tmp_path)
-    try:
-        yield made
-    finally:
-        await made.aclose()
 
 
 def store_triples(client: Client) -> set[tuple[str, int, str]]:

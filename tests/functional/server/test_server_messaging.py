@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from conftest import (
+from websockets.asyncio.client import ClientConnection
+
+from tests.support.wire import (
     STEP,
     RunningServer,
     assert_silent,
@@ -16,8 +18,6 @@ from conftest import (
     send_frame,
     send_message,
 )
-from websockets.asyncio.client import ClientConnection
-
 from tui_chat.protocol import (
     Ack,
     Error,

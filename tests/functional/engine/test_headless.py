@@ -2,41 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-from conftest import RunningServer
-from engine_helpers import (
-    HeadlessProc,
-    client_config,
-    server_copies,
-    server_messages,
-    write_client_toml,
-)
-
+from harness.clientconf import client_config, write_client_toml
 from harness.faultproxy import FaultProxy
-
-
-@pytest.fixture
-async def proxy(chat_server: RunningServer) -> AsyncIterator[FaultProxy]:
-    async with FaultProxy("127.0.0.1", chat_server.port) as fault_proxy:
-        yield fault_proxy
-
-
-@pytest.fixture
-async def processes() -> AsyncIterator[list[HeadlessProc]]:
-    """Headless processes started by a test; any still running at the end are killed."""
-    started: list[HeadlessProc] = []
-    yield started
-    for proc in started:
-        await proc.kill()
-
-
-def is_event(kind: str, **fields: Any):
-    return lambda line: (
-        line.get("event") == kind and all(line.get(k) == v for k, v in fields.items())
-    )
+from tests.support.engines import server_copies, server_messages
+from tests.support.headless import HeadlessProc, is_event
+from tests.support.wire import RunningServer
 
 
 async def test_killed_right_after_the_send_was_committed_sends_it_exactly_once(

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import RunningServer
-from test_ui import (
+from textual.pilot import Pilot
+
+from tests.support.ui import (
     FAILED,
     GIVEN_UP,
     PENDING,
@@ -27,8 +28,7 @@ from test_ui import (
     type_and_send,
     wait_until,
 )
-from textual.pilot import Pilot
-
+from tests.support.wire import RunningServer
 from tui_chat.core.models import Event, MessageChanged
 from tui_chat.ui.app import ChatApp
 from tui_chat.ui.screens import HelpScreen

@@ -9,19 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
-
-import pytest
-from conftest import RunningServer, ServerFactory
-from engine_helpers import (
-    Engines,
-    server_copies,
-    server_messages,
-    stays,
-    until,
-)
 
 from harness.faultproxy import FaultProxy
+from harness.waits import stays, until
+from tests.support.engines import Engines, server_copies, server_messages
+from tests.support.wire import RunningServer, ServerFactory
 from tui_chat import protocol as p
 from tui_chat.core.models import ConnState, DeliveredAnyway, OutState
 from tui_chat.server.config import Limits, ServerConfig
@@ -33,21 +25,6 @@ PENDING, SENT, FAILED, GIVEN_UP = (
     OutState.GIVEN_UP,
 )
 CANCELLING = OutState.CANCELLING
-
-
-@pytest.fixture
-async def proxy(chat_server: RunningServer) -> AsyncIterator[FaultProxy]:
-    async with FaultProxy("127.0.0.1", chat_server.port) as fault_proxy:
-        yield fault_proxy
-
-
-@pytest.fixture
-async def engines(tmp_path) -> AsyncIterator[Engines]:
-    made = Engines(tmp_path)
-    try:
-        yield made
-    finally:
-        await made.aclose()
 
 
 def outbox_state_on_disk(store_path, client_id: str) -> str | None:

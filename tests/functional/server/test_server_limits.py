@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 
 import pytest
-from conftest import (
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
+from harness.waits import until
+from tests.support.wire import (
     STEP,
     RunningServer,
     ServerFactory,
     assert_silent,
     db_rows,
-    eventually,
     expect_closed,
     login,
     recv_frame,
@@ -21,9 +24,6 @@ from conftest import (
     send_message,
     send_raw,
 )
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
-
 from tui_chat.protocol import (
     Ack,
     CloseCode,
@@ -273,7 +273,7 @@ async def test_slow_reader_is_closed_with_4409_and_others_are_unaffected(
 
         # Every message was stored; bob catches up from its cursor on reconnect.
         conv = db_rows(srv.db_path, "SELECT conv FROM messages WHERE client_id='s0'")[0][0]
-        await eventually(
+        await until(
             lambda: (
                 db_rows(srv.db_path, "SELECT count(*) FROM messages WHERE conv=?", (conv,))
                 == [(sent,)]
@@ -335,9 +335,7 @@ async def test_slow_reader_that_never_reads_is_dropped_in_bounded_time(
                 if isinstance(await recv_frame(alice), Ack):
                     acks += 1
         assert slow_session._closing
-        await eventually(
-            lambda: "bob" not in srv.server._sessions, "the stalled connection dropped", 5
-        )
+        await until(lambda: "bob" not in srv.server._sessions, "the stalled connection dropped", 5)
         assert srv.server.connection_count() == 1
         assert isinstance(await send_message(alice, "alive", "carol"), Ack)
     finally:

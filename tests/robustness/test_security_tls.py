@@ -10,33 +10,19 @@ from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
-from conftest import USERS, db_rows, login, make_users
-from engine_helpers import FAST_SYNC, HeadlessProc, client_config, write_client_toml
-from test_fuzz_client import hostile_server
 
+from harness.clientconf import FAST_SYNC, client_config, write_client_toml
 from harness.serverproc import ServerProcess
+from tests.support.headless import HeadlessProc, is_event
+from tests.support.hostile import hostile_server
+from tests.support.wire import USERS, db_rows, login, make_users
 from tui_chat import protocol as p
 from tui_chat.core import config as client_config_module
-
-
-def is_event(kind: str, **fields: Any) -> Any:
-    return lambda line: (
-        line.get("event") == kind and all(line.get(k) == v for k, v in fields.items())
-    )
-
-
-@pytest.fixture
-async def processes() -> AsyncIterator[list[HeadlessProc]]:
-    started: list[HeadlessProc] = []
-    yield started
-    for proc in started:
-        await proc.kill()
 
 
 def headless_toml(

@@ -6,13 +6,13 @@ import asyncio
 import time
 from typing import Any
 
-from conftest import (
+from harness.waits import until
+from tests.support.wire import (
     STEP,
     RunningServer,
     ServerFactory,
     assert_silent,
     connect_ws,
-    eventually,
     expect_closed,
     login,
     recv_frame,
@@ -20,7 +20,6 @@ from conftest import (
     send_message,
     send_raw,
 )
-
 from tui_chat.protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -208,7 +207,7 @@ async def test_client_leaving_during_hello_leaves_no_session(chat_server: Runnin
             await ws.close()
         else:
             ws.transport.abort()
-    await eventually(
+    await until(
         lambda: chat_server.server.connection_count() == 0, "every bob session unregistered"
     )
     assert "bob" not in chat_server.server._sessions

@@ -21,10 +21,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from conftest import RunningServer
 from rich.console import Console
 from rich.style import Style
-from test_ui import (
+from textual.command import CommandPalette
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+import tui_chat.ui
+from tests.support.ui import (
     FAILED,
     bubble_text,
     flat,
@@ -40,11 +44,7 @@ from test_ui import (
     type_and_send,
     wait_until,
 )
-from textual.command import CommandPalette
-from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-
-import tui_chat.ui
+from tests.support.wire import RunningServer
 from tui_chat import protocol as p
 from tui_chat.core.models import (
     ChatMessage,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "tui_chat"
 FORBIDDEN = frozenset({"textual", "rich"})
 TEXTUAL_FREE = (PACKAGE / "core", PACKAGE / "server", PACKAGE / "protocol.py")
