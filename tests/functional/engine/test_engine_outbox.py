@@ -95,9 +95,8 @@ async def test_lost_ack_leaves_one_server_copy_and_the_message_sent(
     proxy.pass_through()
     await until(lambda: alice.state_of(cid) is SENT, "the catch-up to confirm the message")
     await alice.online()
-    await asyncio.sleep(0.3)  # room for a blind resend to show up, if there were one
-
-    assert server_copies(db, cid) == 1
+    # Room for a blind resend to show up, if there were one.
+    await stays(lambda: server_copies(db, cid) == 1, "one copy on the server", 0.3)
     assert [c for *_, c in server_messages(db)] == [first, cid]
     sent = alice.engine.message(cid)
     assert sent is not None and sent.seq == 2
@@ -179,8 +178,7 @@ async def test_given_up_message_the_server_has_shows_as_sent_once(
     proxy.pass_through()
     await until(lambda: alice.state_of(cid) is SENT, "the given-up message to show as sent")
     await alice.online()
-    await asyncio.sleep(0.3)
-    assert server_copies(db, cid) == 1
+    await stays(lambda: server_copies(db, cid) == 1, "one copy on the server", 0.3)
     assert local_copies(alice, cid) == 1
     assert len(alice.added(cid)) == 1
     assert [e.message.state for e in alice.changed(cid)] == [CANCELLING, SENT]
@@ -200,8 +198,11 @@ async def test_given_up_message_is_never_sent(
     await alice.online()
     after = alice.engine.send("bob", "this one goes").client_id
     await until(lambda: alice.state_of(after) is SENT, "the later message to be sent")
-    await asyncio.sleep(0.2)
-    assert [c for *_, c in server_messages(chat_server.db_path)] == [after]
+    await stays(
+        lambda: [c for *_, c in server_messages(chat_server.db_path)] == [after],
+        "only the later message on the server",
+        0.2,
+    )
     assert alice.state_of(cid) is GIVEN_UP
 
 
@@ -313,16 +314,14 @@ async def test_bad_token_stops_without_a_reconnect_storm(
     alice = await engines.start("alice", "not-the-right-token", proxy.url)
     await until(lambda: alice.state is ConnState.AUTH_FAILED, "auth_failed", within=5)
     assert alice.engine.status.reason == "unknown user or wrong token"
-    await asyncio.sleep(1.0)
-    assert proxy.connections_total == 1
+    await stays(lambda: proxy.connections_total == 1, "no reconnect after auth failed", 1.0)
     assert alice.state is ConnState.AUTH_FAILED
 
     # The user's explicit reconnect tries exactly once more.
     alice.engine.reconnect_now()
     await until(lambda: proxy.connections_total == 2, "the user's reconnect")
     await until(lambda: alice.state is ConnState.AUTH_FAILED, "auth_failed again", within=5)
-    await asyncio.sleep(0.5)
-    assert proxy.connections_total == 2
+    await stays(lambda: proxy.connections_total == 2, "no reconnect after auth failed", 0.5)
 
 
 async def test_two_devices_of_one_user_see_each_others_messages(

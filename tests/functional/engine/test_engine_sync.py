@@ -13,7 +13,7 @@ import time
 from harness.clientconf import FAST_SYNC
 from harness.faultproxy import FaultProxy
 from harness.serverproc import ServerProcess
-from harness.waits import until
+from harness.waits import stays, until
 from tests.support.engines import Client, Engines, clone_users, server_copies, server_messages
 from tests.support.wire import RunningServer, ServerFactory
 from tui_chat import protocol as p
@@ -42,8 +42,8 @@ async def test_blackholed_link_is_noticed_within_the_keepalive_then_recovers(
 ) -> None:
     alice = await engines.start("alice", chat_server.tokens["alice"], proxy.url)
     await alice.online()
-    await asyncio.sleep(0.3)  # a few keepalive rounds on a healthy link first
-    assert alice.state is ConnState.ONLINE
+    # A few keepalive rounds on a healthy link first.
+    await stays(lambda: alice.state is ConnState.ONLINE, "online", 0.3)
 
     seen = len(alice.events)
     started = time.monotonic()

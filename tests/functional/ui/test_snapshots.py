@@ -21,12 +21,15 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
+from harness.waits import until
+from tests.support.ui import screen_text
 from tui_chat.core.config import AccountSection, ClientConfig, ServerSection, StorageSection
 from tui_chat.core.engine import Engine
 from tui_chat.core.models import ConnectionStatus, ConnState, OutState
 from tui_chat.core.store import LocalStore, OutboxRow
 from tui_chat.ui import widgets
 from tui_chat.ui.app import ChatApp
+from tui_chat.ui.screens import HelpScreen
 
 USER = "you"
 SIZE = (100, 30)
@@ -226,6 +229,16 @@ def test_help_screen(snap_compare: SnapCompare, seed: Seed) -> None:
     async def open_help(pilot: Pilot[int]) -> None:
         await steady(pilot)
         await pilot.press("f1")
+        # The help screen is pushed, then laid out: wait for its text before the snapshot.
+        await until(
+            lambda: (
+                isinstance(pilot.app.screen, HelpScreen)
+                and "tui-chat keys" in screen_text(pilot.app)
+            ),
+            "the help screen painted",
+            pause=pilot.pause,
+        )
+        await pilot.pause()
 
     assert snap_compare(app, terminal_size=(100, 36), run_before=open_help)
 

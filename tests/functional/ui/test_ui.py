@@ -166,8 +166,7 @@ async def test_outage_fails_after_window_then_r_sends_exactly_once(
         await wait_until(pilot, lambda: "failed" not in status_line(app), "no failed in status")
         # The selected message has no more actions; another r changes nothing.
         await pilot.press("r")
-        await pilot.pause(0.3)
-        assert copies_on_server(proc.db_path, cid) == 1
+        await holds(pilot, lambda: copies_on_server(proc.db_path, cid) == 1, "one copy", 0.3)
 
 
 async def test_d_gives_up_a_failed_message(proc: ServerProcess, tmp_path: Path) -> None:
@@ -187,9 +186,12 @@ async def test_d_gives_up_a_failed_message(proc: ServerProcess, tmp_path: Path) 
 
         await proc.arestart()
         await online(app, pilot)
-        await pilot.pause(0.5)
-        assert own_state(app, cid) is GIVEN_UP
-        assert copies_on_server(proc.db_path, cid) == 0
+        await holds(
+            pilot,
+            lambda: own_state(app, cid) is GIVEN_UP and copies_on_server(proc.db_path, cid) == 0,
+            "the given-up message kept off the server",
+            0.5,
+        )
 
 
 async def test_e_edits_a_failed_message_and_sends_the_new_text(
@@ -334,8 +336,7 @@ async def test_message_in_the_open_conversation_is_not_unread(
         await open_with(app, pilot, "bob")
         await peer_sends(chat_server, "bob", "alice", "live one", "live two")
         await wait_until(pilot, lambda: len(app.view.items) == 2, "both messages shown")
-        await pilot.pause(0.2)
-        assert app.conv_list.summaries["bob"].unread == 0
+        await holds(pilot, lambda: app.conv_list.summaries["bob"].unread == 0, "unread 0", 0.2)
         assert "live two" in screen_text(app)
 
 

@@ -17,6 +17,7 @@ from tests.support.ui import (
     PENDING,
     bubble_text,
     flat,
+    holds,
     last_own,
     online,
     open_with,
@@ -165,10 +166,10 @@ async def test_failure_toasts_are_coalesced(chat_server: RunningServer, tmp_path
             "three failed",
         )
         await wait_until(pilot, lambda: "Message failed" in screen_text(app), "a toast")
-        await pilot.pause(0.6)
-        text = screen_text(app)
-        assert text.count("Message failed") == 1, text
-        assert "3 messages not delivered" in text
+        await wait_until(
+            pilot, lambda: "3 messages not delivered" in screen_text(app), "the coalesced toast"
+        )
+        await holds(pilot, lambda: screen_text(app).count("Message failed") == 1, "one toast", 0.3)
         assert "3 failed (ctrl+r retries all)" in status_line(app)
 
 
@@ -208,8 +209,7 @@ async def test_keymap_remaps_retry(chat_server: RunningServer, tmp_path: Path) -
         await pilot.press("up")
         assert app.view.current().client_id == cid  # type: ignore[union-attr]
         await pilot.press("r")
-        await pilot.pause(0.3)
-        assert pending_again(events, cid) == 0, "r is no longer bound to retry"
+        await holds(pilot, lambda: pending_again(events, cid) == 0, "r not retrying", 0.3)
         assert own_state(app, cid) is FAILED
 
         await pilot.press("x")
@@ -218,8 +218,7 @@ async def test_keymap_remaps_retry(chat_server: RunningServer, tmp_path: Path) -
 
         await pilot.press("escape")
         await pilot.press("ctrl+r")
-        await pilot.pause(0.3)
-        assert pending_again(events, cid) == 1, "ctrl+r is no longer bound to retry all"
+        await holds(pilot, lambda: pending_again(events, cid) == 1, "ctrl+r not retrying", 0.3)
         await pilot.press("ctrl+t")
         await wait_until(pilot, lambda: pending_again(events, cid) == 2, "ctrl+t retried all")
 
@@ -241,9 +240,9 @@ async def test_help_opens_and_closes(chat_server: RunningServer, tmp_path: Path)
     ):
         await pilot.press("f1")
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), "help open")
-        text = screen_text(app)
+        # Pushed is not yet painted: wait for the words rather than read the first frame.
         for words in ("tui-chat keys", "retry the selected failed message", "◷ maybe sent"):
-            assert words in text
+            await wait_until(pilot, lambda w=words: w in screen_text(app), f"{words!r} shown")
         await pilot.press("escape")
         await wait_until(pilot, lambda: not isinstance(app.screen, HelpScreen), "help closed")
 
