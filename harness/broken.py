@@ -1,7 +1,7 @@
 """Deliberately broken variants of the server and the engine: proof that the checker bites.
 
 Nothing here is reachable from the product: the variants are monkeypatches applied only by
-the testing entry points below, so that ``tests/test_checker.py`` can run the chaos harness
+the testing entry points below, so that ``tests/robustness/test_checker.py`` can run the chaos harness
 against each and assert that the checker reports it.
 
 Server variants (``python -m harness.broken server VARIANT serve --db ... ``):
