@@ -8,8 +8,9 @@ list of :class:`Violation` s; a run passes only if that list is empty.
 What counts as what
 -------------------
 *Composed*: a message the user wrote, i.e. a client_id in an ``ok`` reply to ``send`` or
-``edit`` in the sender's log. *On the wire*: a ``wire`` line (printed by
-:mod:`harness.chaos_client` just before a ``send`` frame goes to the socket; a line
+``edit`` in the sender's log; the reply also repeats the recipient (``to``) and ``body`` as
+they were asked for, which is what every view must then hold. *On the wire*: a ``wire``
+line (printed by :mod:`harness.chaos_client` just before a ``send`` frame goes to the socket; a line
 may appear for a frame that a SIGKILL then stopped, never the other way round). *Acked*: an
 event that claims the server stored the message: an own message in state ``sent``, or any
 message event that carries a ``seq``. *Given up*: the client_id of an ``ok`` reply to
@@ -55,6 +56,15 @@ The rules (the ``kind`` of each violation in brackets)
    [``wrong_state``].
 8. The clients converged within ``convergence_limit`` seconds of the faults stopping
    [``not_converged``].
+9. What is stored is what was composed: every copy of a composed message (on the server, in
+   any store's messages, in the sender's outbox) has the body and the recipient the user
+   asked for [``altered``].
+10. Every composed message ends somewhere: sent (on the server), failed and still in the
+    sender's outbox, or given up by an explicit command (rule 6 and 7 then say where it may
+    be). One that is in no outbox and not on the server was dropped [``dropped``]; one left
+    pending or cancelling after the clients converged never ended [``wrong_state``]; one
+    shown or stored ``given_up`` without a ``give_up`` (or ``edit``) command for it was given
+    up by nobody [``given_up``].
 """
 
 from __future__ import annotations
@@ -88,6 +98,8 @@ KINDS: Final = (
     "given_up",
     "wrong_state",
     "not_converged",
+    "altered",
+    "dropped",
 )
 
 Key = tuple[str, str]  # (sender, client_id): names one message everywhere
@@ -246,6 +258,8 @@ class _ClientFacts:
     retried: set[str] = field(default_factory=set)
     ever_failed: set[str] = field(default_factory=set)
     wire: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    # Own messages some event showed as given up (whether or not anyone asked).
+    shown_given_up: set[str] = field(default_factory=set)
     has_wire_log: bool = False
     acked: int = 0
 
@@ -271,6 +285,8 @@ def _facts(rec: ClientRecord) -> _ClientFacts:
                     f.ever_failed.add(key_cid)
                 if state == "given_up" and last_state.get(key_cid) != "given_up":
                     state_at_give_up[key_cid] = last_state.get(key_cid)
+                if state == "given_up":
+                    f.shown_given_up.add(key_cid)
                 last_state[key_cid] = state
             if ev == "wire":
                 f.has_wire_log = True
@@ -279,18 +295,17 @@ def _facts(rec: ClientRecord) -> _ClientFacts:
                 continue
             cmd = line.get("cmd")
             cid = str(line.get("client_id"))
+            shown = own_added.get(cid, {})
+            # What was asked (the reply repeats it); older logs only have what was shown.
+            peer, body = line.get("to", shown.get("peer")), line.get("body", shown.get("body"))
             if cmd == "send":
                 position += 1
-                shown = own_added.get(cid, {})
-                f.composed[cid] = _Composed(
-                    cid, shown.get("peer"), shown.get("body"), position, index
-                )
+                f.composed[cid] = _Composed(cid, peer, body, position, index)
             elif cmd == "edit":
                 old = str(line.get("replaces"))
-                shown = own_added.get(cid, {})
                 # The edit takes the place of the message it replaced.
                 pos = f.composed[old].position if old in f.composed else (position := position + 1)
-                f.composed[cid] = _Composed(cid, shown.get("peer"), shown.get("body"), pos, index)
+                f.composed[cid] = _Composed(cid, peer, body, pos, index)
                 f.given_up.setdefault(old, index)
                 f.edited_away.add(old)
                 if state_at_give_up.get(old) in (None, "failed"):
@@ -572,6 +587,54 @@ def check(
             else:
                 best, best_cid = c.position, r.client_id
 
+    # -- rule 9: every copy holds what was composed
+    def compare(where: str, key: Key, recipient: str, body: str) -> None:
+        f = facts.get(key[0])
+        c = None if f is None else f.composed.get(key[1])
+        if c is None:
+            return
+        if c.peer is not None and recipient != c.peer:
+            add("altered", f"{where} has {key[1]} to {recipient!r}; it was sent to {c.peer!r}", key)
+        if c.body is not None and body != c.body:
+            add(
+                "altered",
+                f"{where} has {key[1]} with body {_short(body)}; it was composed as "
+                f"{_short(c.body)}",
+                key,
+            )
+
+    for r in server.messages:
+        compare("the server", r.key, r.recipient, r.body)
+    for user, st in stores.items():
+        for r in st.messages:
+            compare(f"{user}'s store", r.key, r.recipient, r.body)
+        for o in st.outbox:
+            compare(f"{user}'s outbox", (user, o.client_id), o.peer, o.body)
+
+    # -- rule 10: every composed message ends sent, failed in the outbox, or given up on request
+    for f in facts.values():
+        sender_store = stores.get(f.user)
+        outbox = {} if sender_store is None else {o.client_id: o for o in sender_store.outbox}
+        for cid in f.composed:
+            key = (f.user, cid)
+            row = outbox.get(cid)
+            if row is None and key not in on_server:
+                add(
+                    "dropped",
+                    f"{f.user} composed {cid}; it is in no outbox and not on the server",
+                    key,
+                )
+            elif (
+                row is not None
+                and row.state in ("pending", "cancelling")
+                and key not in on_server
+                and converged_in is not None
+            ):
+                add("wrong_state", f"{f.user}'s {cid} never ended: still {row.state}", key)
+        ended_given_up = {o.client_id for o in outbox.values() if o.state == "given_up"}
+        for cid in sorted((f.shown_given_up | ended_given_up) - f.given_up.keys()):
+            add("given_up", f"{f.user}'s {cid} was given up; nobody asked to", (f.user, cid))
+
     # -- rule 8
     if converged_in is None or converged_in > convergence_limit:
         shown_time = "never" if converged_in is None else f"after {converged_in:.2f} s"
@@ -601,6 +664,10 @@ def _forward(prev: str, new: str) -> bool:
     if prev == "given_up":
         return new == "sent"
     return new in _ORDER
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def _ranges(seqs: list[int]) -> str:

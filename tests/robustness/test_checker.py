@@ -53,7 +53,9 @@ class World:
         body = body or f"body of {cid}"
         log = self.logs[sender][-1]
         log.append(self._event("message", sender, to, cid, body, None, "pending"))
-        log.append({"event": "ok", "id": len(log), "cmd": "send", "client_id": cid})
+        log.append(
+            {"event": "ok", "id": len(log), "cmd": "send", "client_id": cid, "to": to, "body": body}
+        )
         self.outbox(sender, to, cid, body, "pending")
 
     def wire(self, sender: str, cid: str) -> None:
@@ -394,6 +396,84 @@ def test_a_fresh_message_shown_failed_is_wrong_for_an_always_fresh_client(world:
         for u in ("alice", "bob")
     ]
     assert {v.kind for v in check(world.server, records).violations} == {"wrong_state"}
+
+
+# ---------------------------------------------------------------- composed vs stored, end states
+
+
+def test_a_body_the_server_altered_everywhere_is_caught(world: World) -> None:
+    # Every view agrees (the server fanned out what it stored), so only a comparison with
+    # what alice asked to send can see it.
+    for where in ("server", "alice", "bob"):
+        world.sql(where, "UPDATE messages SET body='altered by the server' WHERE client_id='a2'")
+    report = world.check()
+    assert kinds(report) == {"altered"}
+    assert any("'altered by the server'" in v.detail for v in report.violations)
+
+
+def test_a_truncated_body_is_caught(world: World) -> None:
+    for where in ("server", "alice", "bob"):
+        world.sql(where, "UPDATE messages SET body='body o' WHERE client_id='a4'")
+    assert kinds(world.check()) == {"altered"}
+
+
+def test_a_message_filed_under_the_wrong_recipient_is_caught(world: World) -> None:
+    for where in ("server", "alice", "bob"):
+        world.sql(where, "UPDATE messages SET recipient='carol' WHERE client_id='a1'")
+    report = world.check()
+    assert kinds(report) == {"altered"}
+    assert any("to 'carol'; it was sent to 'bob'" in v.detail for v in report.violations)
+
+
+def test_an_outbox_body_that_differs_from_the_command_is_caught(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    world.sql("alice", "UPDATE outbox SET body='not what was typed' WHERE client_id='a5'")
+    assert kinds(world.check()) == {"altered", "wrong_state"}  # and it never ended
+
+
+def test_a_failed_message_still_in_the_outbox_is_a_proper_end(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    log = world.logs["alice"][-1]
+    log.append(World._event("state", "alice", "bob", "a5", "body of a5", None, "failed"))
+    world.sql("alice", "UPDATE outbox SET state='failed' WHERE client_id='a5'")
+    assert world.check().ok
+
+
+def test_an_outbox_row_deleted_is_caught(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    log = world.logs["alice"][-1]
+    log.append(World._event("state", "alice", "bob", "a5", "body of a5", None, "failed"))
+    world.sql("alice", "DELETE FROM outbox WHERE client_id='a5'")
+    report = world.check()
+    assert kinds(report) == {"dropped"}
+    assert report.violations[0].key == ("alice", "a5")
+
+
+def test_a_message_still_pending_after_convergence_never_ended(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    assert kinds(world.check()) == {"wrong_state"}
+    # Without convergence the run is judged by that alone, not by what is still under way.
+    assert kinds(world.check(converged_in=None)) == {"not_converged"}
+
+
+def test_a_give_up_nobody_asked_for_is_caught(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    log = world.logs["alice"][-1]
+    log.append(World._event("state", "alice", "bob", "a5", "body of a5", None, "given_up"))
+    world.sql("alice", "UPDATE outbox SET state='given_up' WHERE client_id='a5'")
+    report = world.check()
+    assert kinds(report) == {"given_up"}
+    assert "nobody asked" in report.violations[0].detail
+    # The same end, asked for: fine.
+    log.append({"event": "ok", "id": len(log), "cmd": "give_up", "client_id": "a5"})
+    assert world.check().ok
+
+
+def test_a_silent_give_up_in_the_store_is_caught(world: World) -> None:
+    # No event at all: the store alone says given up.
+    world.compose("alice", "bob", "a5")
+    world.sql("alice", "UPDATE outbox SET state='given_up' WHERE client_id='a5'")
+    assert "given_up" in kinds(world.check())
 
 
 def test_no_convergence_is_reported(world: World) -> None:
