@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.support.ui import running_app, screen_text, wait_until
+from tests.support.ui import peer_sends, running_app, screen_text, wait_until
 from tests.support.wire import RunningServer, db_rows, login, send_message
 from tui_chat.core.store import LocalStore
 from tui_chat.ui.app import PAGE
@@ -58,23 +58,17 @@ async def test_new_messages_below_mark_while_reading_older_ones(
     chat_server: RunningServer, tmp_path: Path
 ) -> None:
     tokens = chat_server.tokens
-    async with (
-        running_app(chat_server.url, tokens["alice"], tmp_path / "alice") as (app, pilot),
-        # Bob's 40 messages go one at a time (one in flight per peer): on a loaded machine
-        # that outlasts the UI tests' 2 s freshness window, which this test is not about.
-        running_app(
-            chat_server.url, tokens["bob"], tmp_path / "bob", user="bob", freshness_window=600.0
-        ) as (bob, _),
-    ):
-        for i in range(40):
-            bob.engine.send("alice", f"filler {i}")
+    async with running_app(chat_server.url, tokens["alice"], tmp_path / "alice") as (app, pilot):
+        # Bob sends over his own websocket, each message acked: no second app, no engine
+        # timers (a freshness window, an ack timeout) for a loaded machine to trip.
+        await peer_sends(chat_server, "bob", "alice", *(f"filler {i}" for i in range(40)))
         view = app.query_one(MessageView)
         await wait_until(pilot, lambda: len(view.items) == 40, "40 messages from bob")
         await wait_until(pilot, lambda: view.is_vertical_scroll_end, "following the end")
 
         view.scroll_home(animate=False, immediate=True)
         await pilot.pause()
-        bob.engine.send("alice", "while you read")
+        await peer_sends(chat_server, "bob", "alice", "while you read")
         mark = app.query_one("#new-below")
         await wait_until(pilot, lambda: "1 new message" in screen_text(app), "the new-below mark")
         assert mark.display
