@@ -63,8 +63,8 @@ The rules (the ``kind`` of each violation in brackets)
     sender's outbox, or given up by an explicit command (rule 6 and 7 then say where it may
     be). One that is in no outbox and not on the server was dropped [``dropped``]; one left
     pending or cancelling after the clients converged never ended [``wrong_state``]; one
-    shown or stored ``given_up`` without a ``give_up`` (or ``edit``) command for it was given
-    up by nobody [``given_up``].
+    shown ``cancelling``, or shown or stored ``given_up``, without a ``give_up`` (or
+    ``edit``) command for it was given up by nobody [``given_up``].
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ class _ClientFacts:
     retried: set[str] = field(default_factory=set)
     ever_failed: set[str] = field(default_factory=set)
     wire: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
-    # Own messages some event showed as given up (whether or not anyone asked).
+    # Own messages some event showed as given up or cancelling (whether or not anyone asked).
     shown_given_up: set[str] = field(default_factory=set)
     has_wire_log: bool = False
     acked: int = 0
@@ -285,7 +285,7 @@ def _facts(rec: ClientRecord) -> _ClientFacts:
                     f.ever_failed.add(key_cid)
                 if state == "given_up" and last_state.get(key_cid) != "given_up":
                     state_at_give_up[key_cid] = last_state.get(key_cid)
-                if state == "given_up":
+                if state in ("given_up", "cancelling"):
                     f.shown_given_up.add(key_cid)
                 last_state[key_cid] = state
             if ev == "wire":

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from harness.broken import CRASH_STATUS
-from harness.chaos import Action, Schedule, ScheduleResult, run_schedule
+from harness.chaos import GHOST, Action, Schedule, ScheduleResult, run_schedule
 from harness.checker import ClientRecord, Incarnation, Report, check
 from tui_chat.core.store import LocalStore
 from tui_chat.server import db
@@ -558,3 +558,50 @@ async def test_client_that_skips_the_gap_rule_is_caught(
         found = report.by_kind()
         assert found["gap"] >= 1, report.violations
         assert found["lost"] >= 1, report.violations
+
+
+@pytest.mark.parametrize("variant", ["alter-body", "truncate-body", "wrong-recipient"])
+async def test_server_that_stores_something_else_is_caught(tmp_path: Path, variant: str) -> None:
+    # The broken server changes every third send before storing it, then acks and fans out
+    # what it stored, so every view agrees with every other: only what client 0 composed
+    # tells the truth. (The correct server passes the same schedule in the tests above.)
+    schedule = directed(sends([0.1, 0.3, 0.5, 0.7]), 1.2)
+    result = await play(tmp_path, schedule, server_variant=variant)
+    assert sum("broken server:" in line for line in result.server_log) == 1, result.server_log
+    report = result.report
+    assert report.by_kind()["altered"] == 1, report.violations
+    detail = next(v.detail for v in report.violations if v.kind == "altered")
+    if variant == "wrong-recipient":
+        assert "it was sent to" in detail
+    else:
+        assert "it was composed as" in detail
+
+
+@pytest.mark.parametrize("variant", [None, "drop-outbox-row"])
+async def test_client_that_drops_a_failed_outbox_row_is_caught(
+    tmp_path: Path, variant: str | None
+) -> None:
+    # A message to a user with no account fails for good (not retryable); a correct client
+    # keeps it in the outbox (the user then gives it up), the broken one deletes it.
+    schedule = directed([Action(0.1, "send", 0, GHOST), *sends([0.3, 0.5])], 1.2)
+    report = (await play(tmp_path, schedule, client_variant=variant)).report
+    if variant is None:
+        assert report.ok, report.violations
+    else:
+        assert report.by_kind()["dropped"] == 1, report.violations
+
+
+@pytest.mark.parametrize("variant", [None, "spontaneous-give-up"])
+async def test_client_that_gives_up_on_its_own_is_caught(
+    tmp_path: Path, variant: str | None
+) -> None:
+    # Client 0's link is reset and every reconnect refused for a second, so its messages
+    # stay pending, never on the wire; the broken client gives up its third one by itself.
+    schedule = directed([Action(0.0, "reset", 0, duration=1.0), *sends([0.1, 0.2, 0.3])], 1.5)
+    report = (await play(tmp_path, schedule, client_variant=variant)).report
+    if variant is None:
+        assert report.ok, report.violations
+    else:
+        found = report.by_kind()
+        assert found["given_up"] == 1, report.violations
+        assert any("nobody asked" in v.detail for v in report.violations)
