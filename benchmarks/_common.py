@@ -4,7 +4,7 @@ The scripts are run as files (``.venv/bin/python benchmarks/NAME.py``), so this 
 ``sys.path`` and they import this module as ``_common``. Importing it also puts the
 repository root on ``sys.path``, so ``tui_chat`` is importable without installing it.
 
-What is here: the server process (``tui_chat.testing.serverproc.ServerProcess``, started
+What is here: the server process (``harness.serverproc.ServerProcess``, started
 with a generated ``server.toml`` and users created directly in its database), the
 load-generator processes, CPU figures from ``/proc``, percentiles and medians, the
 machine description printed with the results, random message bodies, and the ``--json``
@@ -40,7 +40,7 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tui_chat.testing.serverproc import ServerProcess  # noqa: E402
+from harness.serverproc import ServerProcess  # noqa: E402
 
 if TYPE_CHECKING:
     from tui_chat.core.config import ClientConfig

@@ -1,10 +1,11 @@
-"""Shared fixtures and helpers: a real server (in-process or a subprocess) and a small client.
+"""Fixtures for every test: real servers (in-process or a subprocess), proxies, engines.
 
-Everything talks real websockets on 127.0.0.1 with ephemeral ports and temp databases.
-Every wait is bounded: helpers take a ``within`` (seconds) and fail the test instead of
-hanging. They use ``asyncio.timeout`` rather than ``asyncio.wait_for``: on Python 3.11
-``wait_for`` can swallow a cancellation that races with its result, leaving a cancelled
-reader running.
+Everything talks real websockets on 127.0.0.1 with ephemeral ports and temp databases, and
+everything a fixture starts is stopped at teardown. Helpers are plain modules, imported by
+name: :mod:`tests.support.wire` (accounts, frames, database rows), :mod:`tests.support.engines`
+(in-process engines), :mod:`tests.support.headless` (``tui-chat headless`` processes),
+:mod:`tests.support.ui` (the app under Pilot), and from the harness :mod:`harness.waits`
+(the one bounded wait) and :mod:`harness.clientconf` (the fast config and its TOML file).
 
 Fixtures
     ``chat_server``         a started in-process :class:`ChatServer` with users alice, bob and
@@ -13,106 +14,26 @@ Fixtures
                             limits; all are stopped at teardown.
     ``server_process``      a :class:`ServerProcess` (real ``tui-chat-server serve``) with the
                             same three users, killed at teardown.
-
-Helpers (import them with ``from conftest import ...``)
-    ``make_users``, ``login``, ``connect_ws``, ``send_frame``, ``send_raw``, ``recv_frame``,
-    ``recv_until``, ``expect_closed``, ``assert_silent``, ``send_message``, ``db_rows``,
-    ``eventually``.
+    ``proxy``               a :class:`FaultProxy` in front of ``chat_server``.
+    ``engines``             an :class:`Engines` that starts in-process engines and stops them.
+    ``processes``           a list to put started :class:`HeadlessProc` in; killed at teardown.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
-from tui_chat.protocol import (
-    PROTOCOL_VERSION,
-    Ack,
-    Hello,
-    Message,
-    Receipt,
-    Reject,
-    Send,
-    ServerFrame,
-    Synced,
-    Welcome,
-    _Frame,
-    decode_server,
-    encode,
-)
-from tui_chat.server import db
+from harness.faultproxy import FaultProxy
+from harness.serverproc import ServerProcess
+from tests.support.engines import Engines
+from tests.support.headless import HeadlessProc
+from tests.support.wire import USERS, RunningServer, ServerFactory, make_users
 from tui_chat.server.app import ChatServer
 from tui_chat.server.config import ServerConfig
-from tui_chat.testing.serverproc import ServerProcess
-
-USERS: tuple[str, ...] = ("alice", "bob", "carol")
-# Default bound for one expected frame. Generous for a loaded CI box, tiny for a passing test.
-STEP = 3.0
-# How long "nothing arrives" is watched for.
-QUIET = 0.3
-
-F = TypeVar("F", bound=ServerFrame)
-
-
-# ---------------------------------------------------------------- accounts and database
-
-
-def make_users(db_path: Path, *names: str) -> dict[str, str]:
-    """Create ``names`` in the server database at ``db_path``; return name → token."""
-    conn, _epoch = db.open_db(db_path)
-    try:
-        return {name: db.add_user(conn, name) for name in names}
-    finally:
-        conn.close()
-
-
-def db_rows(db_path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Run a read-only query straight against the server's SQLite file (WAL allows it live)."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
-    try:
-        return [tuple(r) for r in conn.execute(sql, params).fetchall()]
-    finally:
-        conn.close()
-
-
-async def eventually(
-    predicate: Callable[[], bool], what: str, within: float = STEP, poll: float = 0.02
-) -> None:
-    """Wait until ``predicate()`` is true; fail the test with ``what`` after ``within`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() >= deadline:
-            pytest.fail(f"not true within {within} s: {what}")
-        await asyncio.sleep(poll)
-
-
-# ---------------------------------------------------------------- in-process server
-
-
-@dataclass
-class RunningServer:
-    """A started in-process server and what a test needs to talk to it."""
-
-    server: ChatServer
-    url: str
-    db_path: Path
-    tokens: dict[str, str]
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-
-ServerFactory = Callable[..., Awaitable[RunningServer]]
 
 
 @pytest.fixture
@@ -163,152 +84,27 @@ def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
         yield proc
 
 
-# ---------------------------------------------------------------- client helpers
+@pytest.fixture
+async def proxy(chat_server: RunningServer) -> AsyncIterator[FaultProxy]:
+    """A fault proxy in front of ``chat_server`` (``proxy.url`` is what clients dial)."""
+    async with FaultProxy("127.0.0.1", chat_server.port) as fault_proxy:
+        yield fault_proxy
 
 
-@dataclass
-class Login:
-    """What a successful hello got: the socket, welcome, the replayed messages, synced.
-
-    Unpacks as ``ws, welcome, replayed, synced``. Read positions replayed before ``synced``
-    are in ``receipts``, apart from the messages.
-    """
-
-    ws: ClientConnection
-    welcome: Welcome
-    replayed: list[Message]
-    synced: Synced
-    receipts: list[Receipt] = field(default_factory=list)
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter((self.ws, self.welcome, self.replayed, self.synced))
-
-
-async def connect_ws(url: str, **kwargs: Any) -> ClientConnection:
-    """Open a websocket with no proxy and a bounded handshake.
-
-    ``max_queue`` defaults to unbounded: tests often leave frames unread, and a client whose
-    receive queue is full stops reading the socket, so its closing handshake would stall for
-    ``close_timeout``. Pass ``max_queue=16`` (websockets' default) to model a slow reader.
-    """
-    kwargs.setdefault("proxy", None)
-    kwargs.setdefault("open_timeout", 5)
-    kwargs.setdefault("close_timeout", 2)
-    kwargs.setdefault("max_queue", None)
-    return await connect(url, **kwargs)
-
-
-async def send_frame(ws: ClientConnection, frame: _Frame) -> None:
-    await ws.send(encode(frame).decode(), text=True)
-
-
-async def send_raw(ws: ClientConnection, data: str | bytes) -> None:
-    await ws.send(data)
-
-
-async def recv_frame(ws: ClientConnection, within: float = STEP) -> ServerFrame:
-    """The next frame, decoded; fails the test if none arrives in ``within`` seconds."""
+@pytest.fixture
+async def engines(tmp_path: Path) -> AsyncIterator[Engines]:
+    """Starts in-process engines with their own stores; stops and closes them all at the end."""
+    made = Engines(tmp_path)
     try:
-        async with asyncio.timeout(within):
-            raw = await ws.recv()
-    except TimeoutError:
-        pytest.fail(f"no frame within {within} s")
-    return decode_server(raw)
+        yield made
+    finally:
+        await made.aclose()
 
 
-async def recv_until(
-    ws: ClientConnection, kind: type[F], within: float = STEP
-) -> tuple[F, list[ServerFrame]]:
-    """Read until a frame of type ``kind``; return it and the frames skipped before it."""
-    skipped: list[ServerFrame] = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            pytest.fail(f"no {kind.__name__} within {within} s; got {skipped!r}")
-        frame = await recv_frame(ws, remaining)
-        if isinstance(frame, kind):
-            return frame, skipped
-        skipped.append(frame)
-
-
-async def expect_closed(ws: ClientConnection, within: float = STEP) -> tuple[int | None, list[Any]]:
-    """Read until the connection closes; return the close code received and frames read.
-
-    The code is the one in the server's close frame (``None`` if the TCP connection just
-    dropped without one).
-    """
-    frames: list[Any] = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    try:
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                pytest.fail(f"connection still open after {within} s; got {frames!r}")
-            async with asyncio.timeout(remaining):
-                raw = await ws.recv()
-            try:
-                frames.append(decode_server(raw))
-            except Exception:
-                frames.append(raw)
-    except TimeoutError:
-        pytest.fail(f"connection still open after {within} s; got {frames!r}")
-    except ConnectionClosed as exc:
-        return (exc.rcvd.code if exc.rcvd is not None else None), frames
-
-
-async def assert_silent(ws: ClientConnection, within: float = QUIET) -> None:
-    """Fail if any frame arrives within ``within`` seconds."""
-    try:
-        async with asyncio.timeout(within):
-            raw = await ws.recv()
-    except TimeoutError:
-        return
-    pytest.fail(f"unexpected frame {raw!r}")
-
-
-async def login(
-    url: str,
-    user: str,
-    token: str,
-    cursors: dict[str, int] | None = None,
-    *,
-    within: float = STEP,
-    **connect_kwargs: Any,
-) -> Login:
-    """Connect, say hello, and read welcome, the replay and ``synced``.
-
-    Fails the test if anything but messages and receipts arrives (an error frame, a close)
-    before ``synced``.
-    ``connect_kwargs`` go to :func:`connect_ws`.
-    """
-    ws = await connect_ws(url, **connect_kwargs)
-    try:
-        await send_frame(
-            ws, Hello(v=PROTOCOL_VERSION, user=user, token=token, cursors=cursors or {})
-        )
-        welcome = await recv_frame(ws, within)
-        assert isinstance(welcome, Welcome), f"expected welcome, got {welcome!r}"
-        synced, before = await recv_until(ws, Synced, within)
-        messages = [f for f in before if isinstance(f, Message)]
-        receipts = [f for f in before if isinstance(f, Receipt)]
-        assert len(messages) + len(receipts) == len(before), before
-    except BaseException:
-        await ws.close()
-        raise
-    return Login(ws, welcome, messages, synced, receipts)
-
-
-async def send_message(
-    ws: ClientConnection, client_id: str, to: str, body: str = "hi", within: float = STEP
-) -> Ack | Reject:
-    """Send one message and return its ack or reject (other frames before it are dropped)."""
-    await send_frame(ws, Send(client_id=client_id, to=to, body=body))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        frame = await recv_frame(ws, max(0.0, deadline - loop.time()))
-        if isinstance(frame, Ack | Reject) and frame.client_id == client_id:
-            return frame
+@pytest.fixture
+async def processes() -> AsyncIterator[list[HeadlessProc]]:
+    """Headless processes started by a test; any still running at the end are killed."""
+    started: list[HeadlessProc] = []
+    yield started
+    for proc in started:
+        await proc.kill()

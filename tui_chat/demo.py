@@ -2,8 +2,8 @@
 
 ``tui-chat`` with no config file runs this, so a newcomer sees the whole life
 of a message (◷ → ✓, or ◷ → ✗ → retry → ✓) without setting anything up. The
-client reaches the server through a fault proxy; F6 cuts it (blackhole: the
-link looks alive but nothing arrives, the hardest case) and restores it.
+client reaches the server through a small relay (:mod:`tui_chat.demo_link`); F6 cuts it
+(the link looks alive but nothing arrives, the hardest case) and restores it.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from tui_chat.core.config import (
 from tui_chat.core.engine import Engine
 from tui_chat.core.models import Event, MessageAdded
 from tui_chat.core.store import LocalStore
+from tui_chat.demo_link import DemoLink
 from tui_chat.server import db
 from tui_chat.server.app import ChatServer
-from tui_chat.testing.faultproxy import FaultProxy
 
 USER = "you"
 # name -> (reply delay range in seconds, replies)
@@ -75,12 +75,12 @@ def demo_dir() -> Path:
 
 
 class Demo:
-    """Owns the embedded server, the proxy and the answering peers."""
+    """Owns the embedded server, the link and the answering peers."""
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or demo_dir()
         self.server: ChatServer | None = None
-        self.proxy: FaultProxy | None = None
+        self.link: DemoLink | None = None
         self.outage = False
         self._bots: list[Engine] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -102,12 +102,12 @@ class Demo:
         return tokens
 
     async def start(self) -> Engine:
-        """Start the server, the proxy and the peers; return the user's engine."""
+        """Start the server, the link and the peers; return the user's engine."""
         tokens = self._tokens()
         self.server = ChatServer(self.root / "server.db")
         await self.server.start("127.0.0.1", 0)
-        self.proxy = FaultProxy("127.0.0.1", self.server.port)
-        await self.proxy.start()
+        self.link = DemoLink(self.server.port)
+        await self.link.start()
         for name in PEERS:
             bot_store = LocalStore(self.root / "peers" / f"{name}.sqlite3", name)
             bot = Engine(
@@ -116,7 +116,7 @@ class Demo:
             bot.subscribe(functools.partial(self._answer, bot, name))
             self._bots.append(bot)
             self._tasks.append(asyncio.create_task(bot.run()))
-        cfg = self._config(USER, self.proxy.url, tokens[USER])
+        cfg = self._config(USER, self.link.url, tokens[USER])
         store = LocalStore(self.root / "client" / "you.sqlite3", USER)
         engine = Engine(cfg, tokens[USER], store=store)
         if not engine.conversations():
@@ -156,12 +156,12 @@ class Demo:
         loop.call_later(delay, lambda: bot.send(USER, reply))
 
     def toggle_outage(self) -> bool:
-        assert self.proxy is not None
+        assert self.link is not None
         self.outage = not self.outage
         if self.outage:
-            self.proxy.blackhole()
+            self.link.cut()
         else:
-            self.proxy.pass_through()
+            self.link.restore()
         return self.outage
 
     async def stop(self) -> None:
@@ -172,7 +172,7 @@ class Demo:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for bot in self._bots:
             bot.close()
-        if self.proxy is not None:
-            await self.proxy.stop()
+        if self.link is not None:
+            await self.link.stop()
         if self.server is not None:
             await self.server.stop()

@@ -185,7 +185,8 @@ class Headless:
         reply: dict[str, Any] = {"event": "ok", "id": cmd.id, "cmd": type(cmd).__name__}
         if isinstance(cmd, SendCmd):
             m = e.send(cmd.to, cmd.body)
-            reply.update(cmd="send", client_id=m.client_id)
+            # What was asked, as asked: the chaos checker compares it with what got stored.
+            reply.update(cmd="send", client_id=m.client_id, to=cmd.to, body=cmd.body)
         elif isinstance(cmd, RetryCmd):
             e.retry(cmd.client_id)
             reply.update(cmd="retry", client_id=cmd.client_id)
@@ -196,7 +197,9 @@ class Headless:
             reply.update(cmd="give_up", client_id=cmd.client_id)
         elif isinstance(cmd, EditCmd):
             m = e.edit_and_retry(cmd.client_id, cmd.body)
-            reply.update(cmd="edit", client_id=m.client_id, replaces=cmd.client_id)
+            reply.update(
+                cmd="edit", client_id=m.client_id, replaces=cmd.client_id, to=m.peer, body=cmd.body
+            )
         elif isinstance(cmd, ReconnectCmd):
             e.reconnect_now()
             reply.update(cmd="reconnect")

@@ -17,7 +17,10 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def ceiling(self) -> float:
-        return float(min(self.cap, self.initial * 2.0 ** max(0, self.attempt - 1)))
+        # The exponent is clamped: 2.0 ** 1024 overflows, and a client offline for a few hours
+        # (about a thousand attempts at the cap) would otherwise crash its reconnect loop.
+        exponent = min(max(0, self.attempt - 1), 64)
+        return float(min(self.cap, self.initial * 2.0**exponent))
 
     def next_delay(self) -> float:
         """Count one more failed attempt and return how long to wait before the next."""

@@ -1,0 +1,685 @@
+"""The delivery checker of the chaos runs: reads every view of every message and judges it.
+
+A chaos run ends with a server database, one local store per client and one event log per
+client (the JSON lines its ``tui-chat headless`` processes printed, one list per process
+lifetime, an *incarnation*). :func:`check` compares them and returns a :class:`Report` with a
+list of :class:`Violation` s; a run passes only if that list is empty.
+
+What counts as what
+-------------------
+*Composed*: a message the user wrote, i.e. a client_id in an ``ok`` reply to ``send`` or
+``edit`` in the sender's log; the reply also repeats the recipient (``to``) and ``body`` as
+they were asked for, which is what every view must then hold. *On the wire*: a ``wire``
+line (printed by :mod:`harness.chaos_client` just before a ``send`` frame goes to the socket; a line
+may appear for a frame that a SIGKILL then stopped, never the other way round). *Acked*: an
+event that claims the server stored the message: an own message in state ``sent``, or any
+message event that carries a ``seq``. *Given up*: the client_id of an ``ok`` reply to
+``give_up``, or the ``replaces`` of an ``ok`` reply to ``edit``.
+
+The rules (the ``kind`` of each violation in brackets)
+------------------------------------------------------
+1. An acked message must be on the server at the seq the event named, and in the final
+   store of both members [``lost``, or ``disagree`` if the server has another message at
+   that seq]. Every server message must be in the final store of both members [``lost``].
+2. Every message on the server, in a store's messages or in a store's outbox was composed
+   by its sender [``phantom``].
+3. No client_id twice: not twice on the server, not at two seqs of a store, not both in a
+   store's messages and among its unsent (pending/failed) outbox rows (a view would show
+   it twice), and no second ``message`` event in one incarnation for a message the view
+   already shows (what the store held when the incarnation started, plus earlier
+   ``message`` events; an own message shows as ``message`` and then changes by
+   ``state``; an ``epoch`` event rebuilds the view from the store, which then holds only
+   the unsent rows). With ``unique_bodies`` (the harness makes every body unique) the same
+   body twice on the server is a duplicate too [``duplicated``].
+4. Per conversation, the server's seqs are 1..n with no gap and match its ``last_seq``;
+   each store holds 1..k with no gap below k and its watermark is k; every view (server,
+   stores, events) agrees on which message sits at each seq [``gap``, ``disagree``].
+5. One sender's messages to one peer are in compose order on the server (seq order ==
+   order of the ``ok`` lines; an edit takes the place of the message it replaced). Not
+   compared: given-up and edited-away messages, and, for a client with
+   ``on_failure = "continue"``, messages that failed, were retried, or are edits of a
+   message that had failed (or whose state the process did not show: loaded at start-up, it
+   may have expired silently), since sending later ones past a failed message is what that
+   setting asks for [``reordered``].
+6. Given up: a message given up before it was ever on the wire must appear nowhere
+   (server, stores, acked events), and no message may go on the wire after it was given up.
+   A message that was on the wire before the give-up may legitimately be on the server
+   (its ack was lost); then rule 7 requires the client to show it as sent. When a log has
+   no ``wire`` lines at all (plain ``tui-chat headless``) the wire part is skipped
+   [``given_up``].
+7. End states: an own message the server has must end ``sent`` (not pending, failed or
+   given up) and one it lacks must not be ``sent``; within one incarnation a state never
+   moves back (``sent`` is final; ``given_up`` only becomes ``sent``); and in the last
+   incarnation the last state the events showed for a message equals its final state in
+   the store: the screen was told. For a client whose freshness window outlasts the run
+   (``always_fresh``), a message to an existing peer is never shown ``failed``
+   [``wrong_state``].
+8. The clients converged within ``convergence_limit`` seconds of the faults stopping
+   [``not_converged``].
+9. What is stored is what was composed: every copy of a composed message (on the server, in
+   any store's messages, in the sender's outbox) has the body and the recipient the user
+   asked for [``altered``].
+10. Every composed message ends somewhere: sent (on the server), failed and still in the
+    sender's outbox, or given up by an explicit command (rule 6 and 7 then say where it may
+    be). One that is in no outbox and not on the server was dropped [``dropped``]; one left
+    pending or cancelling after the clients converged never ended [``wrong_state``]; one
+    shown ``cancelling``, or shown or stored ``given_up``, without a ``give_up`` (or
+    ``edit``) command for it was given up by nobody [``given_up``].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = [
+    "KINDS",
+    "ClientRecord",
+    "Incarnation",
+    "Report",
+    "Violation",
+    "check",
+    "read_server",
+    "read_store",
+]
+
+KINDS: Final = (
+    "lost",
+    "phantom",
+    "duplicated",
+    "gap",
+    "disagree",
+    "reordered",
+    "given_up",
+    "wrong_state",
+    "not_converged",
+    "altered",
+    "dropped",
+)
+
+Key = tuple[str, str]  # (sender, client_id): names one message everywhere
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str
+    detail: str
+    key: Key | None = None
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] {self.detail}"
+
+
+@dataclass
+class Incarnation:
+    """One client process lifetime: its output lines and what its view showed at start."""
+
+    lines: list[dict[str, Any]]
+    # Keys of the messages the view showed when this process started: the store's messages
+    # and its unsent outbox rows at that moment (empty for the first start).
+    initial_view: frozenset[Key] = frozenset()
+
+
+@dataclass
+class ClientRecord:
+    user: str
+    store_path: Path
+    incarnations: list[Incarnation]
+    on_failure: str = "hold"
+    # The client's freshness window outlasts the whole run: none of its messages may fail,
+    # except by a final reject (a peer with no account).
+    always_fresh: bool = False
+
+
+@dataclass
+class Report:
+    counts: dict[str, int] = field(default_factory=dict)
+    violations: list[Violation] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def by_kind(self) -> dict[str, int]:
+        """Distinct messages (or findings, for rules without a message) per violation kind."""
+        seen: dict[str, set[object]] = {k: set() for k in KINDS}
+        for v in self.violations:
+            seen.setdefault(v.kind, set()).add(v.key if v.key is not None else v.detail)
+        return {k: len(s) for k, s in seen.items()}
+
+
+# ---------------------------------------------------------------- reading the views
+
+
+@dataclass(frozen=True)
+class Row:
+    conv: str
+    seq: int
+    sender: str
+    recipient: str
+    client_id: str
+    body: str
+
+    @property
+    def key(self) -> Key:
+        return (self.sender, self.client_id)
+
+
+@dataclass(frozen=True)
+class OutRow:
+    client_id: str
+    peer: str
+    body: str
+    state: str
+    ord: int
+    retryable: bool
+
+
+@dataclass
+class ServerView:
+    messages: list[Row]
+    # conv -> (user_a, user_b, last_seq)
+    conversations: dict[str, tuple[str, str, int]]
+
+
+@dataclass
+class StoreView:
+    messages: list[Row]
+    outbox: list[OutRow]
+    # conv -> watermark (conversations that have a conv id)
+    watermarks: dict[str, int]
+
+
+@contextlib.contextmanager
+def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    # A plain connection, not mode=ro: a read-only connection cannot open a WAL database
+    # whose -shm file is gone (the last writer closed cleanly). query_only keeps it honest.
+    conn = sqlite3.connect(path, timeout=10)
+    try:
+        conn.execute("PRAGMA query_only=1")
+        yield conn
+    finally:
+        conn.close()
+
+
+def read_server(path: Path) -> ServerView:
+    with _read_only(path) as conn:
+        rows = conn.execute(
+            "SELECT conv, seq, sender, recipient, client_id, body FROM messages ORDER BY conv, seq"
+        ).fetchall()
+        convs = conn.execute("SELECT id, user_a, user_b, last_seq FROM conversations").fetchall()
+    return ServerView(
+        [Row(*r) for r in rows], {str(c[0]): (str(c[1]), str(c[2]), int(c[3])) for c in convs}
+    )
+
+
+def read_store(path: Path) -> StoreView:
+    if not path.exists():
+        return StoreView([], [], {})
+    with _read_only(path) as conn:
+        rows = conn.execute(
+            "SELECT conv, seq, sender, recipient, client_id, body FROM messages ORDER BY conv, seq"
+        ).fetchall()
+        out = conn.execute(
+            "SELECT client_id, peer, body, state, ord, retryable FROM outbox ORDER BY ord, rowid"
+        ).fetchall()
+        wms = conn.execute("SELECT conv, wm FROM conversations WHERE conv IS NOT NULL").fetchall()
+    return StoreView(
+        [Row(*r) for r in rows],
+        [OutRow(str(o[0]), str(o[1]), str(o[2]), str(o[3]), int(o[4]), bool(o[5])) for o in out],
+        {str(w[0]): int(w[1]) for w in wms},
+    )
+
+
+# ---------------------------------------------------------------- what the logs say
+
+
+@dataclass
+class _Composed:
+    client_id: str
+    peer: str | None
+    body: str | None
+    position: int  # compose order among this sender's messages
+    at: int  # index of the ok line in the sender's whole log
+
+
+@dataclass
+class _ClientFacts:
+    user: str
+    on_failure: str
+    composed: dict[str, _Composed] = field(default_factory=dict)
+    given_up: dict[str, int] = field(default_factory=dict)  # client_id -> log index
+    edited_away: set[str] = field(default_factory=set)
+    retried: set[str] = field(default_factory=set)
+    ever_failed: set[str] = field(default_factory=set)
+    wire: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    # Own messages some event showed as given up or cancelling (whether or not anyone asked).
+    shown_given_up: set[str] = field(default_factory=set)
+    has_wire_log: bool = False
+    acked: int = 0
+
+
+def _facts(rec: ClientRecord) -> _ClientFacts:
+    f = _ClientFacts(rec.user, rec.on_failure)
+    index = 0
+    position = 0
+    for inc in rec.incarnations:
+        own_added: dict[str, dict[str, Any]] = {}
+        # What this process showed of each own message; unknown for rows it loaded at start
+        # (they may have expired to failed without an event).
+        last_state: dict[str, str] = {}
+        state_at_give_up: dict[str, str | None] = {}
+        for line in inc.lines:
+            index += 1
+            ev = line.get("event")
+            if ev == "message" and line.get("own"):
+                own_added[str(line.get("client_id"))] = line
+            if ev in ("message", "state") and line.get("own"):
+                key_cid, state = str(line.get("client_id")), str(line.get("state"))
+                if state == "failed":
+                    f.ever_failed.add(key_cid)
+                if state == "given_up" and last_state.get(key_cid) != "given_up":
+                    state_at_give_up[key_cid] = last_state.get(key_cid)
+                if state in ("given_up", "cancelling"):
+                    f.shown_given_up.add(key_cid)
+                last_state[key_cid] = state
+            if ev == "wire":
+                f.has_wire_log = True
+                f.wire[str(line.get("client_id"))].append(index)
+            if ev != "ok":
+                continue
+            cmd = line.get("cmd")
+            cid = str(line.get("client_id"))
+            shown = own_added.get(cid, {})
+            # What was asked (the reply repeats it); older logs only have what was shown.
+            peer, body = line.get("to", shown.get("peer")), line.get("body", shown.get("body"))
+            if cmd == "send":
+                position += 1
+                f.composed[cid] = _Composed(cid, peer, body, position, index)
+            elif cmd == "edit":
+                old = str(line.get("replaces"))
+                # The edit takes the place of the message it replaced.
+                pos = f.composed[old].position if old in f.composed else (position := position + 1)
+                f.composed[cid] = _Composed(cid, peer, body, pos, index)
+                f.given_up.setdefault(old, index)
+                f.edited_away.add(old)
+                if state_at_give_up.get(old) in (None, "failed"):
+                    # Editing a failed message is retrying it (with new words).
+                    f.ever_failed.add(cid)
+            elif cmd == "give_up":
+                f.given_up.setdefault(cid, index)
+            elif cmd == "retry":
+                f.retried.add(cid)
+    return f
+
+
+# ---------------------------------------------------------------- the check
+
+
+def check(
+    server_db: Path,
+    clients: Sequence[ClientRecord],
+    *,
+    converged_in: float | None = 0.0,
+    convergence_limit: float = 5.0,
+    unique_bodies: bool = True,
+) -> Report:
+    """Judge one run; see the module docstring for the rules."""
+    server = read_server(server_db)
+    stores = {c.user: read_store(c.store_path) for c in clients}
+    facts = {c.user: _facts(c) for c in clients}
+    report = Report()
+    bad = report.violations
+
+    def add(kind: str, detail: str, key: Key | None = None) -> None:
+        bad.append(Violation(kind, detail, key))
+
+    # -- the server itself (rules 3 and 4)
+    on_server: dict[Key, list[Row]] = defaultdict(list)
+    at_seq: dict[tuple[str, int], Row] = {}
+    by_conv: dict[str, list[int]] = defaultdict(list)
+    for r in server.messages:
+        on_server[r.key].append(r)
+        at_seq[(r.conv, r.seq)] = r
+        by_conv[r.conv].append(r.seq)
+    for key, rows in on_server.items():
+        if len(rows) > 1:
+            add("duplicated", f"server stores {key} {len(rows)} times", key)
+    if unique_bodies:
+        bodies = Counter((r.sender, r.body) for r in server.messages)
+        for r in server.messages:
+            if bodies[(r.sender, r.body)] > 1:
+                add("duplicated", f"server stores body {r.body!r} of {r.sender} twice", r.key)
+    for conv, (_a, _b, last) in server.conversations.items():
+        seqs = sorted(by_conv.get(conv, []))
+        if seqs != list(range(1, len(seqs) + 1)) or last != len(seqs):
+            add("gap", f"server conversation {conv}: seqs {_ranges(seqs)}, last_seq {last}")
+    for conv in by_conv.keys() - server.conversations.keys():
+        add("gap", f"server messages in unknown conversation {conv}")
+
+    def members(r: Row) -> list[str]:
+        return [u for u in dict.fromkeys((r.sender, r.recipient)) if u in stores]
+
+    # -- rule 2: everything was composed by its sender
+    def composed(sender: str, client_id: str) -> bool:
+        f = facts.get(sender)
+        # Senders without a record (none in the harness) cannot be judged.
+        return f is None or client_id in f.composed
+
+    for r in server.messages:
+        if not composed(r.sender, r.client_id):
+            add("phantom", f"server has {r.key} (body {r.body!r}) that nobody sent", r.key)
+
+    # -- the stores (rules 1, 2, 3, 4, 7)
+    store_keys: dict[str, dict[Key, Row]] = {}
+    for user, st in stores.items():
+        keys: dict[Key, Row] = {}
+        per_conv: dict[str, list[int]] = defaultdict(list)
+        for r in st.messages:
+            per_conv[r.conv].append(r.seq)
+            if r.key in keys:
+                add("duplicated", f"{user}'s store holds {r.key} at two seqs", r.key)
+            keys[r.key] = r
+            srv = at_seq.get((r.conv, r.seq))
+            if srv is None:
+                add("disagree", f"{user}'s store has {r.conv}/{r.seq} that the server lacks", r.key)
+            elif (srv.sender, srv.client_id, srv.body) != (r.sender, r.client_id, r.body):
+                add(
+                    "disagree",
+                    f"{r.conv}/{r.seq}: server has {srv.key}, {user}'s store has {r.key}",
+                    r.key,
+                )
+            if not composed(r.sender, r.client_id):
+                add("phantom", f"{user}'s store has {r.key} that nobody sent", r.key)
+        for conv, seqs in per_conv.items():
+            seqs.sort()
+            contiguous = 0
+            while contiguous < len(seqs) and seqs[contiguous] == contiguous + 1:
+                contiguous += 1
+            if contiguous != len(seqs):
+                add("gap", f"{user}'s store, conversation {conv}: seqs {_ranges(seqs)}")
+            wm = st.watermarks.get(conv, 0)
+            if wm != contiguous:
+                add(
+                    "gap",
+                    f"{user}'s store, conversation {conv}: watermark {wm}, holds 1..{contiguous}",
+                )
+        store_keys[user] = keys
+        for o in st.outbox:
+            key = (user, o.client_id)
+            if not composed(user, o.client_id):
+                add("phantom", f"{user}'s outbox has {o.client_id} that nobody sent", key)
+            if o.state in ("pending", "failed") and key in keys:
+                add("duplicated", f"{user} shows {o.client_id} as stored and as {o.state}", key)
+            srv_has = key in on_server
+            if srv_has and o.state != "sent":
+                add(
+                    "wrong_state",
+                    f"{user} ends with {o.client_id} {o.state}; the server has it",
+                    key,
+                )
+            if not srv_has and o.state == "sent":
+                add("wrong_state", f"{user} ends with {o.client_id} sent; the server lacks it", key)
+
+    # rule 1, second half: every server message reached both members' stores
+    for r in server.messages:
+        for u in members(r):
+            got = store_keys[u].get(r.key)
+            if got is None:
+                add("lost", f"{r.key} ({r.conv}/{r.seq}) is missing from {u}'s store", r.key)
+
+    # -- the event logs (rules 1, 3, 4, 6, 7)
+    final_state: dict[Key, str] = {}
+    for user, st in stores.items():
+        for o in st.outbox:
+            final_state[(user, o.client_id)] = o.state
+    acked_total = 0
+    for rec in clients:
+        f = facts[rec.user]
+        for n, inc in enumerate(rec.incarnations):
+            last = n == len(rec.incarnations) - 1
+            shown: set[Key] = set(inc.initial_view)
+            states: dict[Key, str] = {}
+            for line in inc.lines:
+                ev = line.get("event")
+                if ev == "epoch":
+                    # The replica was dropped (new epoch, or a server behind our cursors) and
+                    # the UI rebuilds its view from the store, which keeps only unsent rows.
+                    shown = {
+                        k
+                        for k in shown | inc.initial_view
+                        if k[0] == rec.user and states.get(k, "pending") in _OPEN_STATES
+                    }
+                    continue
+                if ev not in ("message", "state"):
+                    continue
+                sender = str(line.get("sender"))
+                key = (sender, str(line.get("client_id")))
+                if ev == "message":
+                    if key in shown:
+                        add(
+                            "duplicated", f"{rec.user} was shown {key} twice (incarnation {n})", key
+                        )
+                    shown.add(key)
+                shown_state = line.get("state")
+                if line.get("own") and isinstance(shown_state, str):
+                    prev = states.get(key)
+                    if prev is not None and not _forward(prev, shown_state):
+                        add(
+                            "wrong_state",
+                            f"{rec.user}: {key[1]} went {prev} -> {shown_state} (incarnation {n})",
+                            key,
+                        )
+                    states[key] = shown_state
+                ev_seq, ev_conv = line.get("seq"), line.get("conv")
+                acked = isinstance(ev_seq, int) and isinstance(ev_conv, str)
+                if line.get("own") and shown_state != "sent":
+                    acked = False
+                if not acked:
+                    continue
+                assert isinstance(ev_seq, int) and isinstance(ev_conv, str)
+                acked_total += 1
+                srv = at_seq.get((ev_conv, ev_seq))
+                if key not in on_server:
+                    add(
+                        "lost",
+                        f"{rec.user} was shown {key} at {ev_conv}/{ev_seq}; not on server",
+                        key,
+                    )
+                elif srv is None or srv.key != key:
+                    add(
+                        "disagree",
+                        f"{rec.user} was shown {key} at {ev_conv}/{ev_seq}; the server has "
+                        f"{None if srv is None else srv.key} there",
+                        key,
+                    )
+                else:
+                    for u in members(srv):
+                        if key not in store_keys[u]:
+                            add("lost", f"acked {key} is missing from {u}'s final store", key)
+            if last:
+                for key, state in states.items():
+                    end = final_state.get(key)
+                    if end is not None and end != state:
+                        add(
+                            "wrong_state",
+                            f"{rec.user}'s screen last showed {key[1]} {state}; it ends {end}",
+                            key,
+                        )
+
+    # -- rule 7, spurious failures: a fresh message to a real peer never fails
+    users = {c.user for c in clients}
+    for rec in clients:
+        if not rec.always_fresh:
+            continue
+        for inc in rec.incarnations:
+            for line in inc.lines:
+                if (
+                    line.get("event") in ("message", "state")
+                    and line.get("own")
+                    and line.get("state") == "failed"
+                    and line.get("peer") in users
+                ):
+                    key = (rec.user, str(line.get("client_id")))
+                    add(
+                        "wrong_state",
+                        f"{rec.user}: fresh {key[1]} to {line.get('peer')} shown failed "
+                        f"({line.get('error')!r})",
+                        key,
+                    )
+
+    # -- rule 6: given-up messages
+    for f in facts.values():
+        for cid, at in f.given_up.items():
+            key = (f.user, cid)
+            if not f.has_wire_log:
+                continue
+            wires = f.wire.get(cid, [])
+            if any(i > at for i in wires):
+                add("given_up", f"{f.user} sent {cid} after giving it up", key)
+            if any(i < at for i in wires):
+                continue
+            where = []
+            if key in on_server:
+                where.append("the server")
+            where += [f"{u}'s store" for u, keys in store_keys.items() if key in keys]
+            if where:
+                add(
+                    "given_up",
+                    f"{f.user} gave up {cid} before it was ever sent, yet it is on "
+                    + ", ".join(where),
+                    key,
+                )
+
+    # -- rule 5: compose order per (sender, peer)
+    reordered = 0
+    streams: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for r in server.messages:
+        streams[(r.sender, r.recipient)].append(r)
+    for (sender, peer), rows in streams.items():
+        f2 = facts.get(sender)
+        if f2 is None:
+            continue
+        rows.sort(key=lambda r: (r.conv, r.seq))
+        best = 0
+        best_cid = ""
+        for r in rows:
+            c = f2.composed.get(r.client_id)
+            if c is None or r.client_id in f2.given_up:
+                continue
+            if f2.on_failure == "continue" and (
+                r.client_id in f2.ever_failed or r.client_id in f2.retried
+            ):
+                continue
+            if c.position < best:
+                reordered += 1
+                add(
+                    "reordered",
+                    f"{sender} -> {peer}: {r.client_id} (composed #{c.position}) is at seq "
+                    f"{r.seq}, after {best_cid} (composed #{best})",
+                    r.key,
+                )
+            else:
+                best, best_cid = c.position, r.client_id
+
+    # -- rule 9: every copy holds what was composed
+    def compare(where: str, key: Key, recipient: str, body: str) -> None:
+        f = facts.get(key[0])
+        c = None if f is None else f.composed.get(key[1])
+        if c is None:
+            return
+        if c.peer is not None and recipient != c.peer:
+            add("altered", f"{where} has {key[1]} to {recipient!r}; it was sent to {c.peer!r}", key)
+        if c.body is not None and body != c.body:
+            add(
+                "altered",
+                f"{where} has {key[1]} with body {_short(body)}; it was composed as "
+                f"{_short(c.body)}",
+                key,
+            )
+
+    for r in server.messages:
+        compare("the server", r.key, r.recipient, r.body)
+    for user, st in stores.items():
+        for r in st.messages:
+            compare(f"{user}'s store", r.key, r.recipient, r.body)
+        for o in st.outbox:
+            compare(f"{user}'s outbox", (user, o.client_id), o.peer, o.body)
+
+    # -- rule 10: every composed message ends sent, failed in the outbox, or given up on request
+    for f in facts.values():
+        sender_store = stores.get(f.user)
+        outbox = {} if sender_store is None else {o.client_id: o for o in sender_store.outbox}
+        for cid in f.composed:
+            key = (f.user, cid)
+            row = outbox.get(cid)
+            if row is None and key not in on_server:
+                add(
+                    "dropped",
+                    f"{f.user} composed {cid}; it is in no outbox and not on the server",
+                    key,
+                )
+            elif (
+                row is not None
+                and row.state in ("pending", "cancelling")
+                and key not in on_server
+                and converged_in is not None
+            ):
+                add("wrong_state", f"{f.user}'s {cid} never ended: still {row.state}", key)
+        ended_given_up = {o.client_id for o in outbox.values() if o.state == "given_up"}
+        for cid in sorted((f.shown_given_up | ended_given_up) - f.given_up.keys()):
+            add("given_up", f"{f.user}'s {cid} was given up; nobody asked to", (f.user, cid))
+
+    # -- rule 8
+    if converged_in is None or converged_in > convergence_limit:
+        shown_time = "never" if converged_in is None else f"after {converged_in:.2f} s"
+        add("not_converged", f"clients converged {shown_time} (limit {convergence_limit:g} s)")
+
+    report.counts = {
+        "composed": sum(len(f.composed) for f in facts.values()),
+        "on_server": len(server.messages),
+        "acked_events": acked_total,
+        "given_up": sum(len(f.given_up) for f in facts.values()),
+        "violations": len(bad),
+        **{f"v_{k}": v for k, v in report.by_kind().items()},
+    }
+    return report
+
+
+_ORDER: Final = {"pending": 0, "failed": 0, "given_up": 1, "sent": 2}
+_OPEN_STATES: Final = ("pending", "failed")
+
+
+def _forward(prev: str, new: str) -> bool:
+    """States move forward only; the one way back is the user's retry (failed -> pending)."""
+    if prev == new:
+        return True
+    if prev == "sent":
+        return False
+    if prev == "given_up":
+        return new == "sent"
+    return new in _ORDER
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _ranges(seqs: list[int]) -> str:
+    if not seqs:
+        return "none"
+    parts: list[str] = []
+    start = prev = seqs[0]
+    for s in seqs[1:]:
+        if s == prev + 1:
+            prev = s
+            continue
+        parts.append(f"{start}..{prev}" if start != prev else str(start))
+        start = prev = s
+    parts.append(f"{start}..{prev}" if start != prev else str(start))
+    return ",".join(parts)

@@ -1,0 +1,609 @@
+"""The chaos checker catches bugs: each rule on a hand-made run, and real broken variants.
+
+The first half builds a small consistent run by hand (a server database, two stores, two event
+logs) and breaks one thing at a time; the checker must name exactly that kind of violation.
+The second half plays directed schedules against real processes with the deliberately broken
+variants of :mod:`harness.broken` (a server that acks before committing, a client
+that retries with a new client_id, a client that skips the gap rule) and asserts that the
+checker reports each, while the same schedule against the real code passes.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.broken import CRASH_STATUS
+from harness.chaos import GHOST, Action, Schedule, ScheduleResult, run_schedule
+from harness.checker import ClientRecord, Incarnation, Report, check
+from tui_chat.core.store import LocalStore
+from tui_chat.server import db
+
+CONV = "c000000000001"
+
+
+# ---------------------------------------------------------------- a hand-made run
+
+
+class World:
+    """alice sent bob three messages, all acked and delivered; bob sent alice one."""
+
+    def __init__(self, root: Path) -> None:
+        self.server = root / "server.db"
+        conn, _ = db.open_db(self.server)
+        for user in ("alice", "bob"):
+            db.add_user(conn, user)
+        conn.close()
+        self.stores = {u: root / f"{u}.sqlite3" for u in ("alice", "bob")}
+        for user, path in self.stores.items():
+            LocalStore(path, user).close()
+        self.logs: dict[str, list[list[dict[str, Any]]]] = {"alice": [[]], "bob": [[]]}
+        self.on_failure = {"alice": "hold", "bob": "hold"}
+        for n, (sender, to) in enumerate(
+            [("alice", "bob"), ("alice", "bob"), ("bob", "alice"), ("alice", "bob")], start=1
+        ):
+            self.deliver(sender, to, f"{sender[0]}{n}", n)
+
+    # -- building blocks
+
+    def compose(self, sender: str, to: str, cid: str, body: str | None = None) -> None:
+        body = body or f"body of {cid}"
+        log = self.logs[sender][-1]
+        log.append(self._event("message", sender, to, cid, body, None, "pending"))
+        log.append(
+            {"event": "ok", "id": len(log), "cmd": "send", "client_id": cid, "to": to, "body": body}
+        )
+        self.outbox(sender, to, cid, body, "pending")
+
+    def wire(self, sender: str, cid: str) -> None:
+        self.logs[sender][-1].append({"event": "wire", "client_id": cid})
+
+    def give_up(self, sender: str, to: str, cid: str) -> None:
+        log = self.logs[sender][-1]
+        log.append(self._event("state", sender, to, cid, f"body of {cid}", None, "given_up"))
+        log.append({"event": "ok", "id": len(log), "cmd": "give_up", "client_id": cid})
+        self.sql(sender, "UPDATE outbox SET state='given_up' WHERE client_id=?", cid)
+
+    def shown_sent(self, sender: str, to: str, cid: str, seq: int) -> None:
+        """The sender's screen is told: stored at seq (the ack, or the echo)."""
+        log = self.logs[sender][-1]
+        log.append(self._event("state", sender, to, cid, f"body of {cid}", seq, "sent"))
+        self.sql(sender, "UPDATE outbox SET state='sent' WHERE client_id=?", cid)
+
+    def store_on_server(self, sender: str, to: str, cid: str, seq: int, body: str) -> None:
+        conn = sqlite3.connect(self.server)
+        with conn:
+            conn.execute(
+                "INSERT INTO conversations(id, user_a, user_b, last_seq, a_id, b_id) "
+                "VALUES (?, 'alice', 'bob', ?, (SELECT id FROM users WHERE name='alice'),"
+                " (SELECT id FROM users WHERE name='bob')) "
+                "ON CONFLICT(id) DO UPDATE SET last_seq=max(last_seq, excluded.last_seq)",
+                (CONV, seq),
+            )
+            conn.execute(
+                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (CONV, seq, sender, to, cid, body, 1000 + seq),
+            )
+        conn.close()
+
+    def store_in(self, user: str, sender: str, to: str, cid: str, seq: int, body: str) -> None:
+        peer = to if sender == user else sender
+        conn = sqlite3.connect(self.stores[user])
+        with conn:
+            conn.execute("INSERT OR IGNORE INTO conversations(peer) VALUES (?)", (peer,))
+            conn.execute("UPDATE conversations SET conv=? WHERE peer=?", (CONV, peer))
+            conn.execute(
+                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (CONV, seq, sender, to, cid, body, 1000 + seq),
+            )
+            conn.execute(
+                "UPDATE conversations SET wm=(SELECT count(*) FROM messages WHERE conv=?)",
+                (CONV,),
+            )
+        conn.close()
+
+    def outbox(self, user: str, peer: str, cid: str, body: str, state: str) -> None:
+        conn = sqlite3.connect(self.stores[user])
+        with conn:
+            ord_ = conn.execute("SELECT coalesce(max(ord), 0) + 1 FROM outbox").fetchone()[0]
+            conn.execute(
+                "INSERT INTO outbox(client_id, peer, body, created_at, fresh_since, ord, state) "
+                "VALUES (?, ?, ?, 0, 0, ?, ?) "
+                "ON CONFLICT(client_id) DO UPDATE SET state=excluded.state",
+                (cid, peer, body, ord_, state),
+            )
+        conn.close()
+
+    def deliver(self, sender: str, to: str, cid: str, seq: int) -> None:
+        """Compose, put on the wire, store, ack and fan out: the happy path."""
+        body = f"body of {cid}"
+        self.compose(sender, to, cid, body)
+        self.wire(sender, cid)
+        self.store_on_server(sender, to, cid, seq, body)
+        for user in (sender, to):
+            self.store_in(user, sender, to, cid, seq, body)
+        self.outbox(sender, to, cid, body, "sent")
+        self.logs[sender][-1].append(self._event("state", sender, to, cid, body, seq, "sent"))
+        self.logs[to][-1].append(self._event("message", sender, to, cid, body, seq, None, to))
+
+    @staticmethod
+    def _event(
+        kind: str,
+        sender: str,
+        to: str,
+        cid: str,
+        body: str,
+        seq: int | None,
+        state: str | None,
+        viewer: str | None = None,
+    ) -> dict[str, Any]:
+        own = viewer is None or viewer == sender
+        return {
+            "event": kind,
+            "peer": to if own else sender,
+            "sender": sender,
+            "client_id": cid,
+            "body": body,
+            "own": own,
+            "conv": None if seq is None else CONV,
+            "seq": seq,
+            "state": state,
+        }
+
+    def sql(self, where: str, statement: str, *params: Any) -> None:
+        path = self.server if where == "server" else self.stores[where]
+        conn = sqlite3.connect(path)
+        with conn:
+            conn.execute(statement, params)
+        conn.close()
+
+    def check(self, **kwargs: Any) -> Report:
+        records = [
+            ClientRecord(
+                user,
+                self.stores[user],
+                [Incarnation(lines) for lines in self.logs[user]],
+                self.on_failure[user],
+            )
+            for user in ("alice", "bob")
+        ]
+        return check(self.server, records, **kwargs)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def kinds(report: Report) -> set[str]:
+    return {v.kind for v in report.violations}
+
+
+def test_a_consistent_run_passes(world: World) -> None:
+    report = world.check()
+    assert report.ok, report.violations
+    assert report.counts["composed"] == 4
+    assert report.counts["on_server"] == 4
+    assert report.counts["acked_events"] == 8  # 4 "sent" states + 4 received messages
+
+
+def test_acked_message_missing_from_the_server_is_lost(world: World) -> None:
+    # The server acked a4, then lost it (e.g. acked before its commit, then crashed).
+    world.sql("server", "DELETE FROM messages WHERE client_id='a4'")
+    world.sql("server", "UPDATE conversations SET last_seq=3")
+    report = world.check()
+    assert "lost" in kinds(report)
+    assert report.by_kind()["lost"] == 1
+
+
+def test_acked_message_missing_from_the_peers_store_is_lost(world: World) -> None:
+    world.sql("bob", "DELETE FROM messages WHERE client_id='a4'")
+    world.sql("bob", "UPDATE conversations SET wm=3")
+    assert kinds(world.check()) == {"lost"}
+
+
+def test_a_message_nobody_sent_is_a_phantom(world: World) -> None:
+    # A client that resent a2 under a new client_id: the server stored a second copy.
+    world.store_on_server("alice", "bob", "retry-new-id", 5, "body of a2")
+    world.store_in("alice", "alice", "bob", "retry-new-id", 5, "body of a2")
+    world.store_in("bob", "alice", "bob", "retry-new-id", 5, "body of a2")
+    report = world.check()
+    assert {"phantom", "duplicated"} <= kinds(report)
+
+
+def test_a_gap_in_a_store_is_reported(world: World) -> None:
+    # The gap rule skipped: bob holds 1, 2, 4 and a watermark of 4.
+    world.sql("bob", "DELETE FROM messages WHERE seq=3")
+    world.sql("bob", "UPDATE conversations SET wm=4")
+    report = world.check()
+    assert "gap" in kinds(report)
+    assert "lost" in kinds(report)  # b3 never reached bob's view
+
+
+def test_a_gap_on_the_server_is_reported(world: World) -> None:
+    world.sql("server", "UPDATE messages SET seq=9 WHERE seq=4")
+    assert "gap" in kinds(world.check())
+
+
+def test_views_that_disagree_on_a_seq_are_reported(world: World) -> None:
+    world.sql("bob", "UPDATE messages SET seq=-1 WHERE seq=1")
+    world.sql("bob", "UPDATE messages SET seq=1 WHERE seq=2")
+    world.sql("bob", "UPDATE messages SET seq=2 WHERE seq=-1")
+    assert "disagree" in kinds(world.check())
+
+
+def test_a_client_id_at_two_seqs_of_a_store_is_a_duplicate(world: World) -> None:
+    world.store_in("bob", "alice", "bob", "a1", 5, "body of a1")
+    assert "duplicated" in kinds(world.check())
+
+
+def test_a_message_shown_twice_in_one_incarnation_is_a_duplicate(world: World) -> None:
+    first = next(line for line in world.logs["bob"][0] if line.get("client_id") == "a1")
+    world.logs["bob"][0].append(dict(first))
+    report = world.check()
+    assert kinds(report) == {"duplicated"}
+
+
+def test_a_message_the_restarted_view_already_shows_must_not_be_added(world: World) -> None:
+    first = next(line for line in world.logs["bob"][0] if line.get("client_id") == "a1")
+    # A new process: its view starts with the store, which holds a1. Adding it is a double.
+    world.logs["bob"].append([dict(first)])
+    records = [
+        ClientRecord("alice", world.stores["alice"], [Incarnation(world.logs["alice"][0])]),
+        ClientRecord(
+            "bob",
+            world.stores["bob"],
+            [
+                Incarnation(world.logs["bob"][0]),
+                Incarnation(world.logs["bob"][1], frozenset({("alice", "a1")})),
+            ],
+        ),
+    ]
+    assert {v.kind for v in check(world.server, records).violations} == {"duplicated"}
+    # Without a1 in the view at start (the store lost it in the crash), it is fine.
+    records[1].incarnations[1] = Incarnation(world.logs["bob"][1], frozenset())
+    assert check(world.server, records).ok
+
+
+def test_after_an_epoch_reset_the_view_is_rebuilt_so_a_replay_is_not_a_double(
+    world: World,
+) -> None:
+    first = next(line for line in world.logs["bob"][0] if line.get("client_id") == "a1")
+    world.logs["bob"][0] += [{"event": "epoch", "old": "e1", "new": "e1"}, dict(first)]
+    assert world.check().ok
+    world.logs["bob"][0].append(dict(first))
+    assert kinds(world.check()) == {"duplicated"}
+
+
+def test_own_message_stored_and_still_pending_is_shown_twice(world: World) -> None:
+    world.sql("alice", "UPDATE outbox SET state='pending' WHERE client_id='a2'")
+    report = world.check()
+    assert {"duplicated", "wrong_state"} <= kinds(report)
+
+
+def test_messages_out_of_compose_order_are_reordered(world: World) -> None:
+    # alice composed a5 then a6, the server stored a6 first.
+    for cid in ("a5", "a6"):
+        world.compose("alice", "bob", cid)
+        world.wire("alice", cid)
+    for cid, seq in (("a6", 5), ("a5", 6)):
+        world.store_on_server("alice", "bob", cid, seq, f"body of {cid}")
+        for user in ("alice", "bob"):
+            world.store_in(user, "alice", "bob", cid, seq, f"body of {cid}")
+        world.shown_sent("alice", "bob", cid, seq)
+    report = world.check()
+    assert kinds(report) == {"reordered"}
+    # With on_failure = "continue" a retried message may come later: not compared.
+    world.logs["alice"][0].append({"event": "ok", "cmd": "retry", "client_id": "a5"})
+    world.on_failure["alice"] = "continue"
+    assert world.check().ok
+
+
+@pytest.mark.parametrize(
+    ("on_failure", "failed_first", "reordered"),
+    [("continue", True, False), ("continue", False, True), ("hold", True, True)],
+)
+def test_an_edit_of_a_failed_message_may_come_later_only_with_continue(
+    world: World, on_failure: str, failed_first: bool, reordered: bool
+) -> None:
+    # a5 fails (or is still pending), a6 goes out, then the user edits a5 into a7, which
+    # takes a5's place in compose order but reaches the server after a6.
+    world.on_failure["alice"] = on_failure
+    log = world.logs["alice"][0]
+    for cid in ("a5", "a6"):
+        world.compose("alice", "bob", cid)
+    if failed_first:
+        log.append(World._event("state", "alice", "bob", "a5", "body of a5", None, "failed"))
+    log.append(World._event("state", "alice", "bob", "a5", "body of a5", None, "given_up"))
+    log.append(World._event("message", "alice", "bob", "a7", "body of a7", None, "pending"))
+    log.append({"event": "ok", "cmd": "edit", "client_id": "a7", "replaces": "a5"})
+    world.sql("alice", "UPDATE outbox SET state='given_up' WHERE client_id='a5'")
+    world.outbox("alice", "bob", "a7", "body of a7", "pending")
+    for cid, seq in (("a6", 5), ("a7", 6)):
+        world.wire("alice", cid)
+        world.store_on_server("alice", "bob", cid, seq, f"body of {cid}")
+        for user in ("alice", "bob"):
+            world.store_in(user, "alice", "bob", cid, seq, f"body of {cid}")
+        world.shown_sent("alice", "bob", cid, seq)
+    assert kinds(world.check()) == ({"reordered"} if reordered else set())
+
+
+def test_given_up_before_the_wire_must_not_appear(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    world.give_up("alice", "bob", "a5")
+    assert world.check().ok
+    # ... and yet the server has it: the engine sent a message the user gave up.
+    world.store_on_server("alice", "bob", "a5", 5, "body of a5")
+    for user in ("alice", "bob"):
+        world.store_in(user, "alice", "bob", "a5", 5, "body of a5")
+    world.shown_sent("alice", "bob", "a5", 5)
+    assert kinds(world.check()) == {"given_up"}
+
+
+def test_given_up_after_the_wire_may_be_on_the_server_if_shown_as_sent(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    world.wire("alice", "a5")  # sent, the ack was lost, then the user gave up
+    world.give_up("alice", "bob", "a5")
+    world.store_on_server("alice", "bob", "a5", 5, "body of a5")
+    for user in ("alice", "bob"):
+        world.store_in(user, "alice", "bob", "a5", 5, "body of a5")
+    # Still shown as given up although bob can read it: the screen lies.
+    assert kinds(world.check()) == {"wrong_state"}
+    # The echo came back: shown as sent, as it must be.
+    world.shown_sent("alice", "bob", "a5", 5)
+    assert world.check().ok
+
+
+def test_sending_after_the_give_up_is_reported(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    world.give_up("alice", "bob", "a5")
+    world.wire("alice", "a5")
+    assert kinds(world.check()) == {"given_up"}
+
+
+def test_end_states_that_contradict_the_server_are_wrong(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    world.sql("alice", "UPDATE outbox SET state='sent' WHERE client_id='a5'")
+    assert kinds(world.check()) == {"wrong_state"}  # sent, but the server lacks it
+
+
+def test_a_state_that_moves_back_is_wrong(world: World) -> None:
+    line = next(x for x in world.logs["alice"][0] if x.get("state") == "sent")
+    world.logs["alice"][0].append({**line, "state": "pending", "seq": None, "conv": None})
+    assert "wrong_state" in kinds(world.check())
+
+
+def test_a_screen_left_behind_the_store_is_wrong(world: World) -> None:
+    # The last event alice's screen got says pending; the store says sent: never told.
+    world.logs["alice"][0] = [x for x in world.logs["alice"][0] if x.get("client_id") != "a4"]
+    world.logs["alice"][0] += [
+        {**World._event("message", "alice", "bob", "a4", "body of a4", None, "pending")},
+        {"event": "ok", "cmd": "send", "client_id": "a4"},
+        {"event": "wire", "client_id": "a4"},
+    ]
+    assert kinds(world.check()) == {"wrong_state"}
+
+
+def test_a_fresh_message_shown_failed_is_wrong_for_an_always_fresh_client(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    failed = World._event("state", "alice", "bob", "a5", "body of a5", None, "failed")
+    world.logs["alice"][0].append({**failed, "error": "not delivered within 60 s"})
+    world.give_up("alice", "bob", "a5")
+    assert world.check().ok  # a short window: failing is allowed
+    records = [
+        ClientRecord(u, world.stores[u], [Incarnation(world.logs[u][0])], always_fresh=True)
+        for u in ("alice", "bob")
+    ]
+    assert {v.kind for v in check(world.server, records).violations} == {"wrong_state"}
+
+
+# ---------------------------------------------------------------- composed vs stored, end states
+
+
+def test_a_body_the_server_altered_everywhere_is_caught(world: World) -> None:
+    # Every view agrees (the server fanned out what it stored), so only a comparison with
+    # what alice asked to send can see it.
+    for where in ("server", "alice", "bob"):
+        world.sql(where, "UPDATE messages SET body='altered by the server' WHERE client_id='a2'")
+    report = world.check()
+    assert kinds(report) == {"altered"}
+    assert any("'altered by the server'" in v.detail for v in report.violations)
+
+
+def test_a_truncated_body_is_caught(world: World) -> None:
+    for where in ("server", "alice", "bob"):
+        world.sql(where, "UPDATE messages SET body='body o' WHERE client_id='a4'")
+    assert kinds(world.check()) == {"altered"}
+
+
+def test_a_message_filed_under_the_wrong_recipient_is_caught(world: World) -> None:
+    for where in ("server", "alice", "bob"):
+        world.sql(where, "UPDATE messages SET recipient='carol' WHERE client_id='a1'")
+    report = world.check()
+    assert kinds(report) == {"altered"}
+    assert any("to 'carol'; it was sent to 'bob'" in v.detail for v in report.violations)
+
+
+def test_an_outbox_body_that_differs_from_the_command_is_caught(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    world.sql("alice", "UPDATE outbox SET body='not what was typed' WHERE client_id='a5'")
+    assert kinds(world.check()) == {"altered", "wrong_state"}  # and it never ended
+
+
+def test_a_failed_message_still_in_the_outbox_is_a_proper_end(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    log = world.logs["alice"][-1]
+    log.append(World._event("state", "alice", "bob", "a5", "body of a5", None, "failed"))
+    world.sql("alice", "UPDATE outbox SET state='failed' WHERE client_id='a5'")
+    assert world.check().ok
+
+
+def test_an_outbox_row_deleted_is_caught(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    log = world.logs["alice"][-1]
+    log.append(World._event("state", "alice", "bob", "a5", "body of a5", None, "failed"))
+    world.sql("alice", "DELETE FROM outbox WHERE client_id='a5'")
+    report = world.check()
+    assert kinds(report) == {"dropped"}
+    assert report.violations[0].key == ("alice", "a5")
+
+
+def test_a_message_still_pending_after_convergence_never_ended(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    assert kinds(world.check()) == {"wrong_state"}
+    # Without convergence the run is judged by that alone, not by what is still under way.
+    assert kinds(world.check(converged_in=None)) == {"not_converged"}
+
+
+def test_a_give_up_nobody_asked_for_is_caught(world: World) -> None:
+    world.compose("alice", "bob", "a5")
+    log = world.logs["alice"][-1]
+    log.append(World._event("state", "alice", "bob", "a5", "body of a5", None, "given_up"))
+    world.sql("alice", "UPDATE outbox SET state='given_up' WHERE client_id='a5'")
+    report = world.check()
+    assert kinds(report) == {"given_up"}
+    assert "nobody asked" in report.violations[0].detail
+    # The same end, asked for: fine.
+    log.append({"event": "ok", "id": len(log), "cmd": "give_up", "client_id": "a5"})
+    assert world.check().ok
+
+
+def test_a_silent_give_up_in_the_store_is_caught(world: World) -> None:
+    # No event at all: the store alone says given up.
+    world.compose("alice", "bob", "a5")
+    world.sql("alice", "UPDATE outbox SET state='given_up' WHERE client_id='a5'")
+    assert "given_up" in kinds(world.check())
+
+
+def test_no_convergence_is_reported(world: World) -> None:
+    assert kinds(world.check(converged_in=None)) == {"not_converged"}
+    assert kinds(world.check(converged_in=7.5)) == {"not_converged"}
+    assert world.check(converged_in=4.9).ok
+
+
+# ---------------------------------------------------------------- real broken variants
+
+
+def directed(actions: list[Action], duration: float) -> Schedule:
+    return Schedule(
+        seed=0,
+        index=0,
+        clients=3,
+        freshness=(60.0, 60.0, 60.0),
+        on_failure=("hold", "hold", "hold"),
+        actions=tuple(sorted(actions, key=lambda a: a.at)),
+        duration=duration,
+    )
+
+
+def sends(times: list[float], sender: int = 0, peer: int = 1) -> list[Action]:
+    return [Action(t, "send", sender, peer) for t in times]
+
+
+async def play(tmp_path: Path, schedule: Schedule, **variants: Any) -> ScheduleResult:
+    return await run_schedule(
+        schedule, root=tmp_path, keep="never", convergence_grace=0.5, **variants
+    )
+
+
+@pytest.mark.parametrize("variant", [None, "ack-before-commit"])
+async def test_server_that_acks_before_committing_is_caught(
+    tmp_path: Path, variant: str | None
+) -> None:
+    # The broken server acks its third batch and dies before the commit; the harness
+    # restarts it when the faults stop.
+    schedule = directed(sends([0.1, 0.35, 0.6, 1.2]), 1.5)
+    result = await play(tmp_path, schedule, server_variant=variant)
+    report = result.report
+    if variant is None:
+        assert report.ok, report.violations
+    else:
+        assert f"server exited with status {CRASH_STATUS}" in result.notes
+        assert report.by_kind()["lost"] >= 1, report.violations
+        assert any("not on server" in v.detail for v in report.violations)
+
+
+@pytest.mark.parametrize("variant", [None, "new-client-id"])
+async def test_client_that_retries_with_a_new_client_id_is_caught(
+    tmp_path: Path, variant: str | None
+) -> None:
+    # Frames from client 0 are lost for a while: it times out and resends after reconnecting.
+    schedule = directed(
+        [Action(0.3, "blackhole_up", 0, duration=1.0), *sends([0.1, 0.5, 0.7])], 2.0
+    )
+    report = (await play(tmp_path, schedule, client_variant=variant)).report
+    if variant is None:
+        assert report.ok, report.violations
+    else:
+        found = report.by_kind()
+        assert found["phantom"] >= 1, report.violations
+        assert found["duplicated"] >= 1, report.violations
+
+
+@pytest.mark.parametrize("variant", [None, "skip-gap"])
+async def test_client_that_skips_the_gap_rule_is_caught(
+    tmp_path: Path, variant: str | None
+) -> None:
+    # A lossy server drops every third live message to the recipient: client 1 sees gaps.
+    # The real engine fetches each missing range; the broken one jumps over it.
+    schedule = directed(sends([0.1 + 0.12 * i for i in range(10)]), 1.5)
+    result = await play(tmp_path, schedule, server_variant="lossy-fanout", client_variant=variant)
+    report = result.report
+    # Messages 3, 6 and 9 never reached client 1 live.
+    assert sum("lossy-fanout: dropped" in line for line in result.server_log) == 3
+    if variant is None:
+        assert report.ok, report.violations
+    else:
+        found = report.by_kind()
+        assert found["gap"] >= 1, report.violations
+        assert found["lost"] >= 1, report.violations
+
+
+@pytest.mark.parametrize("variant", ["alter-body", "truncate-body", "wrong-recipient"])
+async def test_server_that_stores_something_else_is_caught(tmp_path: Path, variant: str) -> None:
+    # The broken server changes every third send before storing it, then acks and fans out
+    # what it stored, so every view agrees with every other: only what client 0 composed
+    # tells the truth. (The correct server passes the same schedule in the tests above.)
+    schedule = directed(sends([0.1, 0.3, 0.5, 0.7]), 1.2)
+    result = await play(tmp_path, schedule, server_variant=variant)
+    assert sum("broken server:" in line for line in result.server_log) == 1, result.server_log
+    report = result.report
+    assert report.by_kind()["altered"] == 1, report.violations
+    detail = next(v.detail for v in report.violations if v.kind == "altered")
+    if variant == "wrong-recipient":
+        assert "it was sent to" in detail
+    else:
+        assert "it was composed as" in detail
+
+
+@pytest.mark.parametrize("variant", [None, "drop-outbox-row"])
+async def test_client_that_drops_a_failed_outbox_row_is_caught(
+    tmp_path: Path, variant: str | None
+) -> None:
+    # A message to a user with no account fails for good (not retryable); a correct client
+    # keeps it in the outbox (the user then gives it up), the broken one deletes it.
+    schedule = directed([Action(0.1, "send", 0, GHOST), *sends([0.3, 0.5])], 1.2)
+    report = (await play(tmp_path, schedule, client_variant=variant)).report
+    if variant is None:
+        assert report.ok, report.violations
+    else:
+        assert report.by_kind()["dropped"] == 1, report.violations
+
+
+@pytest.mark.parametrize("variant", [None, "spontaneous-give-up"])
+async def test_client_that_gives_up_on_its_own_is_caught(
+    tmp_path: Path, variant: str | None
+) -> None:
+    # Client 0's link is reset and every reconnect refused for a second, so its messages
+    # stay pending, never on the wire; the broken client gives up its third one by itself.
+    schedule = directed([Action(0.0, "reset", 0, duration=1.0), *sends([0.1, 0.2, 0.3])], 1.5)
+    report = (await play(tmp_path, schedule, client_variant=variant)).report
+    if variant is None:
+        assert report.ok, report.violations
+    else:
+        found = report.by_kind()
+        assert found["given_up"] == 1, report.violations
+        assert any("nobody asked" in v.detail for v in report.violations)
