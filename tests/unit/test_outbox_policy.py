@@ -40,15 +40,16 @@ def row(
 
 
 class Wire:
-    """The ``send`` callback of :meth:`Outbox.send_ready`: records rows, can close mid-round."""
+    """Records what :meth:`Outbox.ready` chose, round after round."""
 
-    def __init__(self, open_for: int = 10**6) -> None:
+    def __init__(self) -> None:
         self.sent: list[str] = []
-        self.open_for = open_for
 
-    async def __call__(self, r: OutboxRow) -> bool:
-        self.sent.append(r.client_id)
-        return len(self.sent) < self.open_for
+
+def send_ready(box: Outbox, now: float, wire: Wire) -> float:
+    rows, wait = box.ready(now)
+    wire.sent.extend(r.client_id for r in rows)
+    return wait
 
 
 # ---------------------------------------------------------------- expiry
@@ -158,78 +159,94 @@ def test_refresh_held_releases_when_the_failure_is_retried_or_hold_is_off() -> N
 # ---------------------------------------------------------------- what goes on the wire
 
 
-async def test_send_ready_sends_one_per_peer_in_compose_order() -> None:
+def test_send_ready_sends_one_per_peer_in_compose_order() -> None:
     box = Outbox([row("m3"), row("m1"), row("m2", peer="carol"), row("m4", peer="carol")])
     wire = Wire()
 
-    wait = await box.send_ready(100.0, wire)
+    wait = send_ready(box, 100.0, wire)
 
     assert wire.sent == ["m1", "m2"]  # the oldest of each peer; the rest wait for their ack
     assert box.inflight == {"m1": 100.0, "m2": 100.0}
     assert [box.rows[c].attempts for c in ("m1", "m2", "m3", "m4")] == [1, 1, 0, 0]
     assert wait == 1.0
     # A second round while both are in flight sends nothing.
-    assert await box.send_ready(100.5, wire) == 1.0
+    assert send_ready(box, 100.5, wire) == 1.0
     assert wire.sent == ["m1", "m2"]
 
 
-async def test_send_ready_sends_the_next_once_the_first_is_confirmed() -> None:
+def test_send_ready_sends_the_next_once_the_first_is_confirmed() -> None:
     first, second = row("m1"), row("m2")
     box = Outbox([first, second])
     wire = Wire()
-    await box.send_ready(1.0, wire)
+    send_ready(box, 1.0, wire)
     box.confirm(first, "c1", 7)
     assert (first.state, first.conv, first.seq) == (OutState.SENT, "c1", 7)
     assert "m1" not in box and "m1" not in box.inflight
-    await box.send_ready(2.0, wire)
+    send_ready(box, 2.0, wire)
     assert wire.sent == ["m1", "m2"]
 
 
-async def test_a_held_row_blocks_its_peer_but_not_others() -> None:
+def test_a_held_row_blocks_its_peer_but_not_others() -> None:
     box = Outbox([row("m1", state=OutState.FAILED), row("m2"), row("m3"), row("m4", peer="carol")])
     box.refresh_held("bob", hold=True)
     wire = Wire()
-    await box.send_ready(0.0, wire)
+    send_ready(box, 0.0, wire)
     assert wire.sent == ["m4"]
     # Without holding ("continue"), bob's later messages go past the failed one, in order.
     box.refresh_held("bob", hold=False)
-    await box.send_ready(0.0, wire)
+    send_ready(box, 0.0, wire)
     assert wire.sent == ["m4", "m2"]
 
 
-async def test_not_before_holds_a_deferred_row_and_everything_after_it() -> None:
+def test_not_before_holds_a_deferred_row_and_everything_after_it() -> None:
     deferred, after = row("m1", attempts=1), row("m2")
     box = Outbox([deferred, after, row("m3", peer="carol")])
     box.defer(deferred, "slow down", retry_after=2.0, now=10.0)
     assert deferred.error == "slow down"
     wire = Wire()
 
-    wait = await box.send_ready(11.0, wire)
+    wait = send_ready(box, 11.0, wire)
 
     assert wire.sent == ["m3"]  # m2 does not overtake m1
     assert wait == pytest.approx(1.0)  # look again when m1 may go
-    await box.send_ready(12.0, wire)
+    send_ready(box, 12.0, wire)
     assert wire.sent == ["m3", "m1"]
 
 
-async def test_send_ready_stops_the_round_when_the_connection_closes() -> None:
-    box = Outbox([row("m1"), row("m2", peer="carol"), row("m3", peer="dave")])
-    wire = Wire(open_for=1)
-    await box.send_ready(0.0, wire)
-    assert wire.sent == ["m1"]
-    # The row handed over counts as in flight even though the socket then closed.
-    assert box.inflight == {"m1": 0.0}
-    box.clear_inflight()
-    assert box.inflight == {}
+def test_a_cancelling_row_holds_its_peer_until_its_fate_is_known() -> None:
+    sent_once, later, other = row("m1", attempts=1), row("m2"), row("m3", peer="carol")
+    box = Outbox([sent_once, later, other])
+    assert box.give_up(sent_once) is True  # it may have reached the server
+    assert sent_once.state is OutState.CANCELLING and "m1" in box
+    wire = Wire()
+    send_ready(box, 0.0, wire)
+    assert wire.sent == ["m3"]
+    assert [r.client_id for r in box.cancels_due(0.0)] == ["m1"]
+    assert box.cancels_due(0.0) == []  # once per session
+    assert not box.can_undo(sent_once)  # the server has been told
+    box.given_up(sent_once)
+    box.confirm(other, "c2", 1)
+    send_ready(box, 1.0, wire)
+    assert wire.sent == ["m3", "m2"]
 
 
-async def test_failed_and_given_up_rows_are_not_sent() -> None:
+def test_a_row_that_never_left_is_given_up_at_once_and_can_be_restored() -> None:
+    never = row("m1")
+    box = Outbox([never])
+    assert box.give_up(never) is False
+    assert never.state is OutState.GIVEN_UP and "m1" not in box
+    assert box.can_undo(never)
+    box.undo_give_up(never)
+    assert never.state is OutState.FAILED and "m1" in box
+
+
+def test_failed_and_given_up_rows_are_not_sent() -> None:
     given = row("m2")
     box = Outbox([row("m1", state=OutState.FAILED), given])
     box.give_up(given)
     assert given.state is OutState.GIVEN_UP and "m2" not in box
     wire = Wire()
-    await box.send_ready(0.0, wire)
+    send_ready(box, 0.0, wire)
     assert wire.sent == []
 
 
