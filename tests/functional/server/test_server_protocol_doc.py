@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tui_chat import protocol as p
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "protocol.md"
 
 
 def _examples() -> list[str]:
