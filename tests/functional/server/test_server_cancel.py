@@ -143,7 +143,7 @@ async def test_send_and_cancel_in_one_batch_the_first_wins(
 ) -> None:
     """Pipelined in one write with a long group-commit linger, so one batch holds both: the
     writer decides in arrival order, and every answer comes after that one commit."""
-    srv = await chat_server_factory(ServerConfig(durability=Durability(group_commit_ms=80)))
+    srv = await chat_server_factory(ServerConfig(durability=Durability(group_commit_ms=100)))
     alice, *_ = await login(srv.url, "alice", srv.tokens["alice"])
     try:
         send_first = Send(client_id="race-send", to="bob", body="wins")
