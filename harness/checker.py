@@ -49,7 +49,8 @@ The rules (the ``kind`` of each violation in brackets)
    [``given_up``].
 7. End states: an own message the server has must end ``sent`` (not pending, failed or
    given up) and one it lacks must not be ``sent``; within one incarnation a state never
-   moves back (``sent`` is final; ``given_up`` only becomes ``sent``); and in the last
+   moves back (``sent`` is final; ``given_up`` only becomes ``sent``; ``cancelling`` becomes
+   ``given_up`` or ``sent``, or ``failed`` if the user takes the give-up back); and in the last
    incarnation the last state the events showed for a message equals its final state in
    the store: the screen was told. For a client whose freshness window outlasts the run
    (``always_fresh``), a message to an existing peer is never shown ``failed``
@@ -651,18 +652,21 @@ def check(
     return report
 
 
-_ORDER: Final = {"pending": 0, "failed": 0, "given_up": 1, "sent": 2}
+_ORDER: Final = {"pending": 0, "failed": 0, "cancelling": 1, "given_up": 1, "sent": 2}
 _OPEN_STATES: Final = ("pending", "failed")
 
 
 def _forward(prev: str, new: str) -> bool:
-    """States move forward only; the one way back is the user's retry (failed -> pending)."""
+    """States move forward only; the ways back are the user's: retry (failed -> pending)
+    and undoing a give-up the server was not told of yet (cancelling -> failed)."""
     if prev == new:
         return True
     if prev == "sent":
         return False
     if prev == "given_up":
         return new == "sent"
+    if prev == "cancelling":
+        return new in ("given_up", "sent", "failed")
     return new in _ORDER
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from harness.broken import CRASH_STATUS
-from harness.chaos import GHOST, Action, Schedule, ScheduleResult, run_schedule
+from harness.chaos import Action, Schedule, ScheduleResult, run_schedule
 from harness.checker import ClientRecord, Incarnation, Report, check
 from tui_chat.core.store import LocalStore
 from tui_chat.server import db
@@ -583,14 +583,23 @@ async def test_server_that_stores_something_else_is_caught(tmp_path: Path, varia
 async def test_client_that_drops_a_failed_outbox_row_is_caught(
     tmp_path: Path, variant: str | None
 ) -> None:
-    # A message to a user with no account fails for good (not retryable); a correct client
-    # keeps it in the outbox (the user then gives it up), the broken one deletes it.
-    schedule = directed([Action(0.1, "send", 0, GHOST), *sends([0.3, 0.5])], 1.2)
+    # Client 0 is cut off for longer than its 0.6 s freshness window, so its first message
+    # fails (never sent); a correct client keeps it in the outbox for the user to retry or
+    # give up, the broken one deletes it.
+    schedule = Schedule(
+        seed=0,
+        index=0,
+        clients=3,
+        freshness=(0.6, 60.0, 60.0),
+        on_failure=("hold", "hold", "hold"),
+        actions=(Action(0.0, "reset", 0, duration=1.5), *sends([0.1, 1.8, 2.0])),
+        duration=2.2,
+    )
     report = (await play(tmp_path, schedule, client_variant=variant)).report
     if variant is None:
         assert report.ok, report.violations
     else:
-        assert report.by_kind()["dropped"] == 1, report.violations
+        assert report.by_kind()["dropped"] >= 1, report.violations
 
 
 @pytest.mark.parametrize("variant", [None, "spontaneous-give-up"])
