@@ -135,6 +135,12 @@ class ClientRecord:
     # The client's freshness window outlasts the whole run: none of its messages may fail,
     # except by a final reject (a peer with no account).
     always_fresh: bool = False
+    # Set for a second device of ``user`` (its own store and log): names it in reports.
+    device: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.device or self.user
 
 
 @dataclass
@@ -253,6 +259,7 @@ class _Composed:
 class _ClientFacts:
     user: str
     on_failure: str
+    name: str = ""
     composed: dict[str, _Composed] = field(default_factory=dict)
     given_up: dict[str, int] = field(default_factory=dict)  # client_id -> log index
     edited_away: set[str] = field(default_factory=set)
@@ -266,7 +273,7 @@ class _ClientFacts:
 
 
 def _facts(rec: ClientRecord) -> _ClientFacts:
-    f = _ClientFacts(rec.user, rec.on_failure)
+    f = _ClientFacts(rec.user, rec.on_failure, rec.name)
     index = 0
     position = 0
     for inc in rec.incarnations:
@@ -332,8 +339,18 @@ def check(
 ) -> Report:
     """Judge one run; see the module docstring for the rules."""
     server = read_server(server_db)
-    stores = {c.user: read_store(c.store_path) for c in clients}
-    facts = {c.user: _facts(c) for c in clients}
+    # Keyed by device (the user's name, or ``device`` for a second one): one store each.
+    stores = {c.name: read_store(c.store_path) for c in clients}
+    owner = {c.name: c.user for c in clients}
+    facts = {c.name: _facts(c) for c in clients}
+
+    def composer(sender: str, client_id: str) -> _ClientFacts | None:
+        """The device of ``sender`` that composed ``client_id``, if any did."""
+        for f in facts.values():
+            if f.user == sender and client_id in f.composed:
+                return f
+        return None
+
     report = Report()
     bad = report.violations
 
@@ -364,13 +381,13 @@ def check(
         add("gap", f"server messages in unknown conversation {conv}")
 
     def members(r: Row) -> list[str]:
-        return [u for u in dict.fromkeys((r.sender, r.recipient)) if u in stores]
+        """The devices whose stores must hold ``r``: every device of both members."""
+        return [d for d, u in owner.items() if u in (r.sender, r.recipient)]
 
     # -- rule 2: everything was composed by its sender
     def composed(sender: str, client_id: str) -> bool:
-        f = facts.get(sender)
         # Senders without a record (none in the harness) cannot be judged.
-        return f is None or client_id in f.composed
+        return sender not in owner.values() or composer(sender, client_id) is not None
 
     for r in server.messages:
         if not composed(r.sender, r.client_id):
@@ -412,8 +429,8 @@ def check(
                 )
         store_keys[user] = keys
         for o in st.outbox:
-            key = (user, o.client_id)
-            if not composed(user, o.client_id):
+            key = (owner[user], o.client_id)
+            if not composed(owner[user], o.client_id):
                 add("phantom", f"{user}'s outbox has {o.client_id} that nobody sent", key)
             if o.state in ("pending", "failed") and key in keys:
                 add("duplicated", f"{user} shows {o.client_id} as stored and as {o.state}", key)
@@ -435,13 +452,14 @@ def check(
                 add("lost", f"{r.key} ({r.conv}/{r.seq}) is missing from {u}'s store", r.key)
 
     # -- the event logs (rules 1, 3, 4, 6, 7)
-    final_state: dict[Key, str] = {}
-    for user, st in stores.items():
-        for o in st.outbox:
-            final_state[(user, o.client_id)] = o.state
+    final_states: dict[str, dict[Key, str]] = {
+        device: {(owner[device], o.client_id): o.state for o in st.outbox}
+        for device, st in stores.items()
+    }
     acked_total = 0
     for rec in clients:
-        f = facts[rec.user]
+        f = facts[rec.name]
+        final_state = final_states[rec.name]
         for n, inc in enumerate(rec.incarnations):
             last = n == len(rec.incarnations) - 1
             shown: set[Key] = set(inc.initial_view)
@@ -559,13 +577,14 @@ def check(
 
     # -- rule 5: compose order per (sender, peer)
     reordered = 0
+    # One stream per composing device and peer: two devices of a user are not ordered.
     streams: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for r in server.messages:
-        streams[(r.sender, r.recipient)].append(r)
+        by = composer(r.sender, r.client_id)
+        if by is not None:
+            streams[(by.name, r.recipient)].append(r)
     for (sender, peer), rows in streams.items():
-        f2 = facts.get(sender)
-        if f2 is None:
-            continue
+        f2 = facts[sender]
         rows.sort(key=lambda r: (r.conv, r.seq))
         best = 0
         best_cid = ""
@@ -590,7 +609,7 @@ def check(
 
     # -- rule 9: every copy holds what was composed
     def compare(where: str, key: Key, recipient: str, body: str) -> None:
-        f = facts.get(key[0])
+        f = composer(*key)
         c = None if f is None else f.composed.get(key[1])
         if c is None:
             return
@@ -610,11 +629,11 @@ def check(
         for r in st.messages:
             compare(f"{user}'s store", r.key, r.recipient, r.body)
         for o in st.outbox:
-            compare(f"{user}'s outbox", (user, o.client_id), o.peer, o.body)
+            compare(f"{user}'s outbox", (owner[user], o.client_id), o.peer, o.body)
 
     # -- rule 10: every composed message ends sent, failed in the outbox, or given up on request
     for f in facts.values():
-        sender_store = stores.get(f.user)
+        sender_store = stores.get(f.name)
         outbox = {} if sender_store is None else {o.client_id: o for o in sender_store.outbox}
         for cid in f.composed:
             key = (f.user, cid)

@@ -42,6 +42,8 @@ class World:
             LocalStore(path, user).close()
         self.logs: dict[str, list[list[dict[str, Any]]]] = {"alice": [[]], "bob": [[]]}
         self.on_failure = {"alice": "hold", "bob": "hold"}
+        self.owner = {"alice": "alice", "bob": "bob"}  # device -> user
+        self.root = root
         for n, (sender, to) in enumerate(
             [("alice", "bob"), ("alice", "bob"), ("bob", "alice"), ("alice", "bob")], start=1
         ):
@@ -89,8 +91,16 @@ class World:
             )
         conn.close()
 
+    def add_device(self, device: str, user: str) -> None:
+        """A second device of ``user``: its own store (and log), empty so far."""
+        self.stores[device] = self.root / f"{device}.sqlite3"
+        LocalStore(self.stores[device], user).close()
+        self.logs[device] = [[]]
+        self.on_failure[device] = "hold"
+        self.owner[device] = user
+
     def store_in(self, user: str, sender: str, to: str, cid: str, seq: int, body: str) -> None:
-        peer = to if sender == user else sender
+        peer = to if sender == self.owner[user] else sender
         conn = sqlite3.connect(self.stores[user])
         with conn:
             conn.execute("INSERT OR IGNORE INTO conversations(peer) VALUES (?)", (peer,))
@@ -163,12 +173,13 @@ class World:
     def check(self, **kwargs: Any) -> Report:
         records = [
             ClientRecord(
-                user,
-                self.stores[user],
-                [Incarnation(lines) for lines in self.logs[user]],
-                self.on_failure[user],
+                self.owner[device],
+                self.stores[device],
+                [Incarnation(lines) for lines in self.logs[device]],
+                self.on_failure[device],
+                device="" if device == self.owner[device] else device,
             )
-            for user in ("alice", "bob")
+            for device in self.stores
         ]
         return check(self.server, records, **kwargs)
 
@@ -476,6 +487,78 @@ def test_a_silent_give_up_in_the_store_is_caught(world: World) -> None:
     world.compose("alice", "bob", "a5")
     world.sql("alice", "UPDATE outbox SET state='given_up' WHERE client_id='a5'")
     assert "given_up" in kinds(world.check())
+
+
+def phone_sends(world: World, cid: str, seq: int) -> None:
+    """alice's phone composes ``cid`` to bob; stored at ``seq``, in every store but the
+    phone's messages (the test adds those)."""
+    body = f"body of {cid}"
+    log = world.logs["alice-phone"][-1]
+    log.append(World._event("message", "alice", "bob", cid, body, None, "pending"))
+    log.append(
+        {"event": "ok", "id": len(log), "cmd": "send", "client_id": cid, "to": "bob", "body": body}
+    )
+    log.append({"event": "wire", "client_id": cid})
+    world.outbox("alice-phone", "bob", cid, body, "sent")
+    log.append(World._event("state", "alice", "bob", cid, body, seq, "sent"))
+    world.store_on_server("alice", "bob", cid, seq, body)
+    for device in ("alice", "bob"):
+        world.store_in(device, "alice", "bob", cid, seq, body)
+
+
+def test_a_second_device_of_a_user_is_judged_with_its_own_store(world: World) -> None:
+    world.add_device("alice-phone", "alice")
+    # The phone catches up on everything before it, then sends one of its own.
+    for seq, (sender, to, cid) in enumerate(
+        [
+            ("alice", "bob", "a1"),
+            ("alice", "bob", "a2"),
+            ("bob", "alice", "b3"),
+            ("alice", "bob", "a4"),
+        ],
+        start=1,
+    ):
+        world.store_in("alice-phone", sender, to, cid, seq, f"body of {cid}")
+    phone_sends(world, "p5", 5)
+    world.store_in("alice-phone", "alice", "bob", "p5", 5, "body of p5")
+    report = world.check()
+    assert report.ok, report.violations
+    assert report.counts["composed"] == 5
+    # The laptop composed a1..a4, the phone p5: neither is a phantom of the other, and the
+    # phone's message is in compose order although the laptop composed later ones first.
+
+    # A message missing from one device's store is lost on that device only.
+    world.sql("alice-phone", "DELETE FROM messages WHERE client_id='a2'")
+    report = world.check()
+    assert kinds(report) == {"lost", "gap"}
+    assert all("alice-phone" in v.detail for v in report.violations)
+
+
+def test_a_second_devices_own_message_altered_or_dropped_is_caught(world: World) -> None:
+    world.add_device("alice-phone", "alice")
+    for seq, (sender, to, cid) in enumerate(
+        [
+            ("alice", "bob", "a1"),
+            ("alice", "bob", "a2"),
+            ("bob", "alice", "b3"),
+            ("alice", "bob", "a4"),
+        ],
+        start=1,
+    ):
+        world.store_in("alice-phone", sender, to, cid, seq, f"body of {cid}")
+    phone_sends(world, "p5", 5)
+    world.store_in("alice-phone", "alice", "bob", "p5", 5, "body of p5")
+    for where in ("server", "alice", "bob", "alice-phone"):
+        world.sql(where, "UPDATE messages SET body='changed' WHERE client_id='p5'")
+    assert kinds(world.check()) == {"altered"}
+    # The phone's outbox row is the one that must exist, not the laptop's.
+    world.sql("alice-phone", "DELETE FROM outbox WHERE client_id='p5'")
+    world.sql("server", "DELETE FROM messages WHERE client_id='p5'")
+    world.sql("server", "UPDATE conversations SET last_seq=4")
+    for device in ("alice", "bob", "alice-phone"):
+        world.sql(device, "DELETE FROM messages WHERE client_id='p5'")
+        world.sql(device, "UPDATE conversations SET wm=4")
+    assert "dropped" in kinds(world.check())
 
 
 def test_no_convergence_is_reported(world: World) -> None:
