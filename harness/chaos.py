@@ -192,17 +192,27 @@ class Action:
 class Schedule:
     seed: int
     index: int
-    clients: int
-    freshness: tuple[float, ...]
-    on_failure: tuple[str, ...]
+    clients: int  # users, one device each: client i is user i
+    freshness: tuple[float, ...]  # per device (client index)
+    on_failure: tuple[str, ...]  # per device
     actions: tuple[Action, ...]
     duration: float
+    # A user with a second device: client index ``clients`` is that user's other store.
+    second_device: int | None = None
+
+    @property
+    def devices(self) -> int:
+        return self.clients + (self.second_device is not None)
+
+    def user_of(self, client: int) -> int:
+        return client if client < self.clients else int(self.second_device or 0)
 
     def describe(self) -> str:
         head = [f"schedule seed={self.seed} index={self.index} duration={self.duration:.2f}s"]
-        for i in range(self.clients):
+        for i in range(self.devices):
+            device = "" if i < self.clients else f" (second device of user {self.user_of(i)})"
             head.append(
-                f"  client {i}: freshness_window={self.freshness[i]:.2f}s "
+                f"  client {i}{device}: freshness_window={self.freshness[i]:.2f}s "
                 f"on_failure={self.on_failure[i]}"
             )
         return "\n".join(head + ["  " + a.describe() for a in self.actions])
@@ -215,8 +225,13 @@ def make_schedule(
     clients: int = 3,
     messages: int = 45,
     duration: float = 3.0,
+    second_device: bool | None = None,
 ) -> Schedule:
-    """The schedule ``index`` of ``seed``: the same arguments always give the same actions."""
+    """The schedule ``index`` of ``seed``: the same arguments always give the same actions.
+
+    ``second_device``: give one user a second device (True), never (False), or in about
+    half the schedules (None).
+    """
     if clients < 2:
         raise ValueError("a chaos schedule needs at least 2 clients")
     rng = random.Random(f"tui-chat-chaos:{seed}:{index}")
@@ -331,10 +346,31 @@ def make_schedule(
                 user_action(at + d + rng.uniform(0.3, 0.8), c, False)
     for _ in range(rng.randint(0, 3)):
         user_action(rng.uniform(0.2, duration), rng.randrange(clients), False)
+    # Half the schedules give one user a second device. Its own random source, so that the
+    # rest of a schedule is the same with or without it.
+    dev = random.Random(f"tui-chat-chaos-device:{seed}:{index}")
+    second: int | None = None
+    if second_device if second_device is not None else dev.random() < 0.5:
+        second = dev.randrange(clients)
+        d_index = clients
+        freshness += (60.0 if dev.random() < 0.5 else round(dev.uniform(0.6, 2.0), 3),)
+        on_failure += (dev.choice(("hold", "continue")),)
+        for _ in range(dev.randint(3, 8)):
+            peer = dev.choice([p for p in range(clients) if p != second])
+            actions.append(Action(round(dev.uniform(0, duration), 3), "send", d_index, peer))
+        if dev.random() < 0.7:
+            at, d = round(dev.uniform(0.05, duration * 0.7), 3), round(dev.uniform(0.3, 1.5), 3)
+            kind = dev.choice(("blackhole", "reset", "refuse", "blackhole_down"))
+            actions.append(Action(at, kind, d_index, duration=d, direction="both"))
+            kinds_ = ("give_up_pending", "edit", "give_up_failed")
+            actions.append(
+                Action(round(at + dev.uniform(0.1, d + 0.5), 3), dev.choice(kinds_), d_index,
+                       pick=dev.random())
+            )  # fmt: skip
     # User actions may land after the last fault, but not after the schedule ends.
     actions = [a for a in actions if a.at <= duration]
     actions.sort(key=lambda a: a.at)
-    return Schedule(seed, index, clients, freshness, on_failure, tuple(actions), duration)
+    return Schedule(seed, index, clients, freshness, on_failure, tuple(actions), duration, second)
 
 
 # ---------------------------------------------------------------- processes
@@ -375,9 +411,12 @@ class ClientProc:
         proxy: FaultProxy,
         *,
         variant: str | None = None,
+        device: str = "",
     ) -> None:
         self.index = index
         self.user = user
+        self.device = device  # set for a user's second device
+        self.name = device or user
         self.config = config
         self.store = store
         self.proxy = proxy
@@ -509,7 +548,8 @@ class ClientProc:
         await self.kill()
 
 
-_OPEN: Final = ("pending", "failed")
+# Rows still under way: a cancelling one waits for the server's answer to its cancel.
+_OPEN: Final = ("pending", "failed", "cancelling")
 _FILLER: Final = "long message, ünïcödé, 長いメッセージ, emoji 📨; "
 
 
@@ -579,14 +619,16 @@ class _Run:
         config.write_text(SERVER_TOML, encoding="utf-8")
         self.server = ChaosServer(self.db_path, config=config, variant=self.server_variant)
         await self.server.astart()
-        for i, user in enumerate(self.users):
+        for i in range(self.s.devices):
+            user = self.users[self.s.user_of(i)]
+            device = "" if i < self.s.clients else f"{user}-2"
             proxy = FaultProxy(
                 "127.0.0.1", self.server.port, seed=self.s.seed * 1000 + self.s.index * 10 + i
             )
             await proxy.start()
             self.proxies.append(proxy)
-            store_dir = self.dir / user
-            toml = self.dir / f"{user}.toml"
+            store_dir = self.dir / (device or user)
+            toml = self.dir / f"{device or user}.toml"
             cfg = client_config(
                 store_dir,
                 user,
@@ -599,12 +641,12 @@ class _Run:
             write_client_toml(toml, cfg)
             store = store_dir / f"{user}@127.0.0.1_{proxy.port}.sqlite3"
             self.clients.append(
-                ClientProc(i, user, toml, store, proxy, variant=self.client_variant)
+                ClientProc(i, user, toml, store, proxy, variant=self.client_variant, device=device)
             )
         await asyncio.gather(*(c.start() for c in self.clients))
         for c in self.clients:
             if not await c.wait_for(lambda c=c: c.online, 10.0):
-                self.notes.append(f"{c.user} was not online 10 s after start")
+                self.notes.append(f"{c.name} was not online 10 s after start")
 
     async def teardown(self) -> None:
         for task in [*self._restore.values(), self._server_task]:
@@ -664,7 +706,7 @@ class _Run:
         self.sent_n += 1
         to = GHOST_NAME if peer == GHOST else self.users[peer]
         # Unique per composed message: the checker counts a body stored twice as a duplicate.
-        body = f"m{self.s.seed}.{self.s.index}.{c.user}.{self.sent_n}"
+        body = f"m{self.s.seed}.{self.s.index}.{c.name}.{self.sent_n}"
         if extra:
             body = (body + " " + _FILLER * (extra // len(_FILLER) + 1))[: len(body) + extra]
         reply = await c.command({"cmd": "send", "to": to, "body": body})
@@ -798,7 +840,7 @@ class _Run:
             cmd: dict[str, Any] = {"cmd": "retry", "client_id": cid}
         elif a.kind == "edit":
             self.sent_n += 1
-            body = f"m{self.s.seed}.{self.s.index}.{c.user}.{self.sent_n}.edit"
+            body = f"m{self.s.seed}.{self.s.index}.{c.name}.{self.sent_n}.edit"
             cmd = {"cmd": "edit", "client_id": cid, "body": body}
         else:
             cmd = {"cmd": "give_up", "client_id": cid}
@@ -863,16 +905,19 @@ class _Run:
     def converged(self) -> bool:
         try:
             server = read_server(self.db_path)
-            stores = {c.user: read_store(c.store) for c in self.clients}
+            stores = {c.name: (c.user, read_store(c.store)) for c in self.clients}
         except sqlite3.Error:
             return False
         return all(c.up for c in self.clients) and _converged(server, stores)
 
 
-def _converged(server: ServerView, stores: dict[str, StoreView]) -> bool:
-    """Every store holds exactly the server's messages of its conversations; no open rows."""
+def _converged(server: ServerView, stores: dict[str, tuple[str, StoreView]]) -> bool:
+    """Every store holds exactly the server's messages of its conversations; no open rows.
+
+    ``stores``: device name -> (its user, its store).
+    """
     keys = {m.key for m in server.messages}
-    for user, st in stores.items():
+    for user, st in stores.values():
         mine = {conv: last for conv, (a, b, last) in server.conversations.items() if user in (a, b)}
         if any(st.watermarks.get(conv, 0) != last for conv, last in mine.items()):
             return False
@@ -930,6 +975,7 @@ async def run_schedule(
             c.incarnations,
             schedule.on_failure[c.index],
             always_fresh=schedule.freshness[c.index] > longest,
+            device=c.device,
         )
         for c in run.clients
     ]
@@ -962,7 +1008,7 @@ def _save_logs(workdir: Path, schedule: Schedule, run: _Run, result: ScheduleRes
         "violations": [str(v) for v in result.report.violations],
         "notes": result.notes,
         "clients": {
-            c.user: {
+            c.name: {
                 "store": str(c.store),
                 "stderr": c.stderr,
                 "incarnations": [
