@@ -699,3 +699,29 @@ async def test_client_that_gives_up_on_its_own_is_caught(
         found = report.by_kind()
         assert found["given_up"] == 1, report.violations
         assert any("nobody asked" in v.detail for v in report.violations)
+
+
+async def test_a_second_device_of_one_user_passes_and_sees_everything(tmp_path: Path) -> None:
+    # u0 has two devices (clients 0 and 3); both send to u1 while u1 answers, and client 3's
+    # link is cut for a while. Each device must end with the whole conversation.
+    schedule = Schedule(
+        seed=0,
+        index=0,
+        clients=3,
+        freshness=(60.0, 60.0, 60.0, 60.0),
+        on_failure=("hold", "hold", "hold", "hold"),
+        actions=(
+            Action(0.1, "send", 0, 1),
+            Action(0.2, "send", 3, 1),
+            Action(0.3, "blackhole", 3, duration=0.8),
+            Action(0.4, "send", 3, 1),
+            Action(0.5, "send", 1, 0),
+            Action(0.6, "send", 0, 1),
+        ),
+        duration=1.5,
+        second_device=0,
+    )
+    result = await play(tmp_path, schedule)
+    report = result.report
+    assert report.ok, report.violations
+    assert report.counts["composed"] == 5 and report.counts["on_server"] == 5
