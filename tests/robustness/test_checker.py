@@ -506,9 +506,9 @@ def phone_sends(world: World, cid: str, seq: int) -> None:
         world.store_in(device, "alice", "bob", cid, seq, body)
 
 
-def test_a_second_device_of_a_user_is_judged_with_its_own_store(world: World) -> None:
+def phone_with_p5(world: World) -> None:
+    """alice gets a phone that catches up on a1..a4 and then sends p5 (seq 5) itself."""
     world.add_device("alice-phone", "alice")
-    # The phone catches up on everything before it, then sends one of its own.
     for seq, (sender, to, cid) in enumerate(
         [
             ("alice", "bob", "a1"),
@@ -521,6 +521,10 @@ def test_a_second_device_of_a_user_is_judged_with_its_own_store(world: World) ->
         world.store_in("alice-phone", sender, to, cid, seq, f"body of {cid}")
     phone_sends(world, "p5", 5)
     world.store_in("alice-phone", "alice", "bob", "p5", 5, "body of p5")
+
+
+def test_a_second_device_of_a_user_is_judged_with_its_own_store(world: World) -> None:
+    phone_with_p5(world)
     report = world.check()
     assert report.ok, report.violations
     assert report.counts["composed"] == 5
@@ -535,19 +539,7 @@ def test_a_second_device_of_a_user_is_judged_with_its_own_store(world: World) ->
 
 
 def test_a_second_devices_own_message_altered_or_dropped_is_caught(world: World) -> None:
-    world.add_device("alice-phone", "alice")
-    for seq, (sender, to, cid) in enumerate(
-        [
-            ("alice", "bob", "a1"),
-            ("alice", "bob", "a2"),
-            ("bob", "alice", "b3"),
-            ("alice", "bob", "a4"),
-        ],
-        start=1,
-    ):
-        world.store_in("alice-phone", sender, to, cid, seq, f"body of {cid}")
-    phone_sends(world, "p5", 5)
-    world.store_in("alice-phone", "alice", "bob", "p5", 5, "body of p5")
+    phone_with_p5(world)
     for where in ("server", "alice", "bob", "alice-phone"):
         world.sql(where, "UPDATE messages SET body='changed' WHERE client_id='p5'")
     assert kinds(world.check()) == {"altered"}
