@@ -56,6 +56,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -75,7 +76,7 @@ from harness.checker import (
 from harness.clientconf import client_config, write_client_toml
 from harness.env import subprocess_env
 from harness.faultproxy import FaultProxy
-from harness.serverproc import ServerProcess
+from harness.serverproc import ServerProcess, clone_users
 from tui_chat.server import db
 
 __all__ = [
@@ -101,7 +102,7 @@ PROXY_FAULTS: Final = (
     "slice",
     "refuse",
 )
-SERVER_FAULTS: Final = ("server_kill", "server_term")
+SERVER_FAULTS: Final = ("server_kill", "server_term", "epoch_change")
 CLIENT_FAULTS: Final = (
     "client_kill",
     "client_kill_after_send",
@@ -226,11 +227,13 @@ def make_schedule(
     messages: int = 45,
     duration: float = 3.0,
     second_device: bool | None = None,
+    epoch_change: bool | None = None,
 ) -> Schedule:
     """The schedule ``index`` of ``seed``: the same arguments always give the same actions.
 
     ``second_device``: give one user a second device (True), never (False), or in about
-    half the schedules (None).
+    half the schedules (None). ``epoch_change``: likewise, a new server database once (in
+    about a third).
     """
     if clients < 2:
         raise ValueError("a chaos schedule needs at least 2 clients")
@@ -367,6 +370,16 @@ def make_schedule(
                 Action(round(at + dev.uniform(0.1, d + 0.5), 3), dev.choice(kinds_), d_index,
                        pick=dev.random())
             )  # fmt: skip
+    # A third of the schedules replace the server's database once (same accounts, a new
+    # epoch: every history is gone). Its own random source, like the second device's.
+    ep = random.Random(f"tui-chat-chaos-epoch:{seed}:{index}")
+    if epoch_change if epoch_change is not None else ep.random() < 0.3:
+        for _ in range(20):
+            at, d = round(ep.uniform(0.3, duration * 0.7), 3), round(ep.uniform(0.1, 0.5), 3)
+            if free(server_busy, at, at + d + 1.0):
+                server_busy.append((at, at + d + 1.0))
+                actions.append(Action(at, "epoch_change", duration=d))
+                break
     # User actions may land after the last fault, but not after the schedule ends.
     actions = [a for a in actions if a.at <= duration]
     actions.sort(key=lambda a: a.at)
@@ -606,6 +619,8 @@ class _Run:
         self._rng = random.Random(f"tui-chat-chaos-settle:{schedule.seed}:{schedule.index}")
         # stdout and stderr of every server run (ServerProcess keeps only the current run's).
         self.server_log: list[str] = []
+        # The databases of earlier epochs, oldest first (see ``epoch_change``).
+        self.previous_dbs: list[Path] = []
 
     # -- setup and teardown
 
@@ -763,7 +778,7 @@ class _Run:
         server = self.server
         assert server is not None
         if server.running:
-            if a.kind == "server_kill":
+            if a.kind in ("server_kill", "epoch_change"):
                 await server.akill()
             else:
                 try:
@@ -774,8 +789,23 @@ class _Run:
                     if code != 0:
                         self.notes.append(f"server exited {code} on SIGTERM")
         await self._server_down()
+        if a.kind == "epoch_change":
+            self._new_epoch()
         await asyncio.sleep(a.duration)
         await server.astart()
+
+    def _new_epoch(self) -> None:
+        """Keep the stopped server's database aside; start over with the same accounts."""
+        kept = self.dir / f"server-epoch{len(self.previous_dbs) + 1}.db"
+        with (
+            contextlib.closing(sqlite3.connect(self.db_path)) as old,
+            contextlib.closing(sqlite3.connect(kept)) as copy,
+        ):
+            old.backup(copy)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+        clone_users(kept, self.db_path)
+        self.previous_dbs.append(kept)
 
     async def _client_fault(self, a: Action) -> None:
         c = self.clients[a.client]
@@ -906,15 +936,21 @@ class _Run:
         try:
             server = read_server(self.db_path)
             stores = {c.name: (c.user, read_store(c.store)) for c in self.clients}
+            earlier = {m.key for p in self.previous_dbs for m in read_server(p).messages}
         except sqlite3.Error:
             return False
-        return all(c.up for c in self.clients) and _converged(server, stores)
+        return all(c.up for c in self.clients) and _converged(server, stores, earlier)
 
 
-def _converged(server: ServerView, stores: dict[str, tuple[str, StoreView]]) -> bool:
+def _converged(
+    server: ServerView,
+    stores: dict[str, tuple[str, StoreView]],
+    earlier: AbstractSet[Key] = frozenset(),
+) -> bool:
     """Every store holds exactly the server's messages of its conversations; no open rows.
 
-    ``stores``: device name -> (its user, its store).
+    ``stores``: device name -> (its user, its store). ``earlier``: messages stored by the
+    server of an earlier epoch (their senders rightly show them sent).
     """
     keys = {m.key for m in server.messages}
     for user, st in stores.values():
@@ -926,8 +962,14 @@ def _converged(server: ServerView, stores: dict[str, tuple[str, StoreView]]) -> 
         if sum(1 for m in st.messages if m.conv in mine) != sum(mine.values()):
             return False
         for o in st.outbox:
-            on_server = (user, o.client_id) in keys
-            if o.state in _OPEN or (o.state == "sent") != on_server:
+            key = (user, o.client_id)
+            if o.state in _OPEN:
+                return False
+            if key in earlier and key not in keys:
+                # Stored before the history was lost: shown sent, or given up since (the
+                # new server then confirms the give-up; it cannot know the old history).
+                continue
+            if (o.state == "sent") != (key in keys):
                 return False
     return True
 
@@ -980,7 +1022,11 @@ async def run_schedule(
         for c in run.clients
     ]
     report = check(
-        run.db_path, records, converged_in=converged_in, convergence_limit=convergence_limit
+        run.db_path,
+        records,
+        converged_in=converged_in,
+        convergence_limit=convergence_limit,
+        earlier_servers=run.previous_dbs,
     )
     result = ScheduleResult(
         schedule.seed,

@@ -336,9 +336,18 @@ def check(
     converged_in: float | None = 0.0,
     convergence_limit: float = 5.0,
     unique_bodies: bool = True,
+    earlier_servers: Sequence[Path] = (),
 ) -> Report:
-    """Judge one run; see the module docstring for the rules."""
+    """Judge one run; see the module docstring for the rules.
+
+    ``earlier_servers``: the databases of earlier epochs (the server lost its history and
+    started over with the same accounts). Their messages were stored, acked and maybe shown;
+    the clients dropped them with their replicas. Each old database is judged on its own
+    (duplicates, gaps, phantoms, altered copies); a message acked, shown sent or present in
+    one of them counts as stored; only the last server must match the final stores.
+    """
     server = read_server(server_db)
+    earlier = [read_server(path) for path in earlier_servers]
     # Keyed by device (the user's name, or ``device`` for a second one): one store each.
     stores = {c.name: read_store(c.store_path) for c in clients}
     owner = {c.name: c.user for c in clients}
@@ -357,28 +366,41 @@ def check(
     def add(kind: str, detail: str, key: Key | None = None) -> None:
         bad.append(Violation(kind, detail, key))
 
-    # -- the server itself (rules 3 and 4)
-    on_server: dict[Key, list[Row]] = defaultdict(list)
-    at_seq: dict[tuple[str, int], Row] = {}
-    by_conv: dict[str, list[int]] = defaultdict(list)
-    for r in server.messages:
-        on_server[r.key].append(r)
-        at_seq[(r.conv, r.seq)] = r
-        by_conv[r.conv].append(r.seq)
-    for key, rows in on_server.items():
-        if len(rows) > 1:
-            add("duplicated", f"server stores {key} {len(rows)} times", key)
-    if unique_bodies:
-        bodies = Counter((r.sender, r.body) for r in server.messages)
-        for r in server.messages:
-            if bodies[(r.sender, r.body)] > 1:
-                add("duplicated", f"server stores body {r.body!r} of {r.sender} twice", r.key)
-    for conv, (_a, _b, last) in server.conversations.items():
-        seqs = sorted(by_conv.get(conv, []))
-        if seqs != list(range(1, len(seqs) + 1)) or last != len(seqs):
-            add("gap", f"server conversation {conv}: seqs {_ranges(seqs)}, last_seq {last}")
-    for conv in by_conv.keys() - server.conversations.keys():
-        add("gap", f"server messages in unknown conversation {conv}")
+    # -- the server itself (rules 3 and 4), and each server of an earlier epoch
+    def judge_server(
+        view: ServerView, label: str
+    ) -> tuple[dict[Key, list[Row]], dict[tuple[str, int], Row]]:
+        keyed: dict[Key, list[Row]] = defaultdict(list)
+        seats: dict[tuple[str, int], Row] = {}
+        by_conv: dict[str, list[int]] = defaultdict(list)
+        for r in view.messages:
+            keyed[r.key].append(r)
+            seats[(r.conv, r.seq)] = r
+            by_conv[r.conv].append(r.seq)
+        for key, rows in keyed.items():
+            if len(rows) > 1:
+                add("duplicated", f"{label} stores {key} {len(rows)} times", key)
+        if unique_bodies:
+            bodies = Counter((r.sender, r.body) for r in view.messages)
+            for r in view.messages:
+                if bodies[(r.sender, r.body)] > 1:
+                    add("duplicated", f"{label} stores body {r.body!r} of {r.sender} twice", r.key)
+        for conv, (_a, _b, last) in view.conversations.items():
+            seqs = sorted(by_conv.get(conv, []))
+            if seqs != list(range(1, len(seqs) + 1)) or last != len(seqs):
+                add("gap", f"{label} conversation {conv}: seqs {_ranges(seqs)}, last_seq {last}")
+        for conv in by_conv.keys() - view.conversations.keys():
+            add("gap", f"{label} messages in unknown conversation {conv}")
+        return keyed, seats
+
+    on_server, at_seq = judge_server(server, "server")
+    earlier_seats: list[dict[tuple[str, int], Row]] = []
+    stored_earlier: set[Key] = set()
+    for n, old in enumerate(earlier, start=1):
+        keyed, seats = judge_server(old, f"server of epoch {n}")
+        earlier_seats.append(seats)
+        stored_earlier |= keyed.keys()
+    every_server_row = [r for view in (*earlier, server) for r in view.messages]
 
     def members(r: Row) -> list[str]:
         """The devices whose stores must hold ``r``: every device of both members."""
@@ -389,7 +411,7 @@ def check(
         # Senders without a record (none in the harness) cannot be judged.
         return sender not in owner.values() or composer(sender, client_id) is not None
 
-    for r in server.messages:
+    for r in every_server_row:
         if not composed(r.sender, r.client_id):
             add("phantom", f"server has {r.key} (body {r.body!r}) that nobody sent", r.key)
 
@@ -441,7 +463,7 @@ def check(
                     f"{user} ends with {o.client_id} {o.state}; the server has it",
                     key,
                 )
-            if not srv_has and o.state == "sent":
+            if not srv_has and key not in stored_earlier and o.state == "sent":
                 add("wrong_state", f"{user} ends with {o.client_id} sent; the server lacks it", key)
 
     # rule 1, second half: every server message reached both members' stores
@@ -504,6 +526,11 @@ def check(
                 assert isinstance(ev_seq, int) and isinstance(ev_conv, str)
                 acked_total += 1
                 srv = at_seq.get((ev_conv, ev_seq))
+                if any(
+                    (was := seats.get((ev_conv, ev_seq))) is not None and was.key == key
+                    for seats in earlier_seats
+                ):
+                    continue  # acked by the server of an earlier epoch, which has it there
                 if key not in on_server:
                     add(
                         "lost",
@@ -564,7 +591,7 @@ def check(
             if any(i < at for i in wires):
                 continue
             where = []
-            if key in on_server:
+            if key in on_server or key in stored_earlier:
                 where.append("the server")
             where += [f"{u}'s store" for u, keys in store_keys.items() if key in keys]
             if where:
@@ -623,7 +650,7 @@ def check(
                 key,
             )
 
-    for r in server.messages:
+    for r in every_server_row:
         compare("the server", r.key, r.recipient, r.body)
     for user, st in stores.items():
         for r in st.messages:
@@ -638,7 +665,7 @@ def check(
         for cid in f.composed:
             key = (f.user, cid)
             row = outbox.get(cid)
-            if row is None and key not in on_server:
+            if row is None and key not in on_server and key not in stored_earlier:
                 add(
                     "dropped",
                     f"{f.user} composed {cid}; it is in no outbox and not on the server",

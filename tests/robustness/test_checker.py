@@ -10,6 +10,7 @@ checker reports each, while the same schedule against the real code passes.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -551,6 +552,41 @@ def test_a_second_devices_own_message_altered_or_dropped_is_caught(world: World)
         world.sql(device, "DELETE FROM messages WHERE client_id='p5'")
         world.sql(device, "UPDATE conversations SET wm=4")
     assert "dropped" in kinds(world.check())
+
+
+def old_epoch_with_a5(world: World) -> Path:
+    """alice's a5 was stored (seq 5) and shown sent by a server whose history was then lost:
+    the database of that epoch is returned; the current server never had a5."""
+    old = world.root / "epoch1.db"
+    shutil.copy(world.server, old)
+    world.compose("alice", "bob", "a5")
+    world.wire("alice", "a5")
+    conn = sqlite3.connect(old)
+    with conn:
+        conn.execute("UPDATE conversations SET last_seq=5")
+        conn.execute(
+            "INSERT INTO messages VALUES (?, 5, 'alice', 'bob', 'a5', 'body of a5', 1005)", (CONV,)
+        )
+    conn.close()
+    world.shown_sent("alice", "bob", "a5", 5)
+    return old
+
+
+def test_a_message_acked_before_an_epoch_change_counts_as_stored(world: World) -> None:
+    old = old_epoch_with_a5(world)
+    assert {"lost", "wrong_state"} <= kinds(world.check())  # judged by the new server alone
+    assert world.check(earlier_servers=[old]).ok
+
+
+def test_the_server_of_an_earlier_epoch_is_judged_too(world: World) -> None:
+    old = old_epoch_with_a5(world)
+    world.sql("alice", "UPDATE outbox SET body='body of a5' WHERE client_id='a5'")
+    conn = sqlite3.connect(old)
+    with conn:
+        conn.execute("UPDATE messages SET body='rewritten' WHERE client_id='a5'")
+    conn.close()
+    report = world.check(earlier_servers=[old])
+    assert kinds(report) == {"altered"}
 
 
 def test_no_convergence_is_reported(world: World) -> None:
