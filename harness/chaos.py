@@ -56,6 +56,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -75,7 +76,7 @@ from harness.checker import (
 from harness.clientconf import client_config, write_client_toml
 from harness.env import subprocess_env
 from harness.faultproxy import FaultProxy
-from harness.serverproc import ServerProcess
+from harness.serverproc import ServerProcess, clone_users
 from tui_chat.server import db
 
 __all__ = [
@@ -101,7 +102,7 @@ PROXY_FAULTS: Final = (
     "slice",
     "refuse",
 )
-SERVER_FAULTS: Final = ("server_kill", "server_term")
+SERVER_FAULTS: Final = ("server_kill", "server_term", "epoch_change")
 CLIENT_FAULTS: Final = (
     "client_kill",
     "client_kill_after_send",
@@ -192,17 +193,27 @@ class Action:
 class Schedule:
     seed: int
     index: int
-    clients: int
-    freshness: tuple[float, ...]
-    on_failure: tuple[str, ...]
+    clients: int  # users, one device each: client i is user i
+    freshness: tuple[float, ...]  # per device (client index)
+    on_failure: tuple[str, ...]  # per device
     actions: tuple[Action, ...]
     duration: float
+    # A user with a second device: client index ``clients`` is that user's other store.
+    second_device: int | None = None
+
+    @property
+    def devices(self) -> int:
+        return self.clients + (self.second_device is not None)
+
+    def user_of(self, client: int) -> int:
+        return client if client < self.clients else int(self.second_device or 0)
 
     def describe(self) -> str:
         head = [f"schedule seed={self.seed} index={self.index} duration={self.duration:.2f}s"]
-        for i in range(self.clients):
+        for i in range(self.devices):
+            device = "" if i < self.clients else f" (second device of user {self.user_of(i)})"
             head.append(
-                f"  client {i}: freshness_window={self.freshness[i]:.2f}s "
+                f"  client {i}{device}: freshness_window={self.freshness[i]:.2f}s "
                 f"on_failure={self.on_failure[i]}"
             )
         return "\n".join(head + ["  " + a.describe() for a in self.actions])
@@ -215,8 +226,15 @@ def make_schedule(
     clients: int = 3,
     messages: int = 45,
     duration: float = 3.0,
+    second_device: bool | None = None,
+    epoch_change: bool | None = None,
 ) -> Schedule:
-    """The schedule ``index`` of ``seed``: the same arguments always give the same actions."""
+    """The schedule ``index`` of ``seed``: the same arguments always give the same actions.
+
+    ``second_device``: give one user a second device (True), never (False), or in about
+    half the schedules (None). ``epoch_change``: likewise, a new server database once (in
+    about a third).
+    """
     if clients < 2:
         raise ValueError("a chaos schedule needs at least 2 clients")
     rng = random.Random(f"tui-chat-chaos:{seed}:{index}")
@@ -331,10 +349,41 @@ def make_schedule(
                 user_action(at + d + rng.uniform(0.3, 0.8), c, False)
     for _ in range(rng.randint(0, 3)):
         user_action(rng.uniform(0.2, duration), rng.randrange(clients), False)
+    # Half the schedules give one user a second device. Its own random source, so that the
+    # rest of a schedule is the same with or without it.
+    dev = random.Random(f"tui-chat-chaos-device:{seed}:{index}")
+    second: int | None = None
+    if second_device if second_device is not None else dev.random() < 0.5:
+        second = dev.randrange(clients)
+        d_index = clients
+        freshness += (60.0 if dev.random() < 0.5 else round(dev.uniform(0.6, 2.0), 3),)
+        on_failure += (dev.choice(("hold", "continue")),)
+        for _ in range(dev.randint(3, 8)):
+            peer = dev.choice([p for p in range(clients) if p != second])
+            actions.append(Action(round(dev.uniform(0, duration), 3), "send", d_index, peer))
+        if dev.random() < 0.7:
+            at, d = round(dev.uniform(0.05, duration * 0.7), 3), round(dev.uniform(0.3, 1.5), 3)
+            kind = dev.choice(("blackhole", "reset", "refuse", "blackhole_down"))
+            actions.append(Action(at, kind, d_index, duration=d, direction="both"))
+            kinds_ = ("give_up_pending", "edit", "give_up_failed")
+            actions.append(
+                Action(round(at + dev.uniform(0.1, d + 0.5), 3), dev.choice(kinds_), d_index,
+                       pick=dev.random())
+            )  # fmt: skip
+    # A third of the schedules replace the server's database once (same accounts, a new
+    # epoch: every history is gone). Its own random source, like the second device's.
+    ep = random.Random(f"tui-chat-chaos-epoch:{seed}:{index}")
+    if epoch_change if epoch_change is not None else ep.random() < 0.3:
+        for _ in range(20):
+            at, d = round(ep.uniform(0.3, duration * 0.7), 3), round(ep.uniform(0.1, 0.5), 3)
+            if free(server_busy, at, at + d + 1.0):
+                server_busy.append((at, at + d + 1.0))
+                actions.append(Action(at, "epoch_change", duration=d))
+                break
     # User actions may land after the last fault, but not after the schedule ends.
     actions = [a for a in actions if a.at <= duration]
     actions.sort(key=lambda a: a.at)
-    return Schedule(seed, index, clients, freshness, on_failure, tuple(actions), duration)
+    return Schedule(seed, index, clients, freshness, on_failure, tuple(actions), duration, second)
 
 
 # ---------------------------------------------------------------- processes
@@ -375,9 +424,12 @@ class ClientProc:
         proxy: FaultProxy,
         *,
         variant: str | None = None,
+        device: str = "",
     ) -> None:
         self.index = index
         self.user = user
+        self.device = device  # set for a user's second device
+        self.name = device or user
         self.config = config
         self.store = store
         self.proxy = proxy
@@ -509,7 +561,8 @@ class ClientProc:
         await self.kill()
 
 
-_OPEN: Final = ("pending", "failed")
+# Rows still under way: a cancelling one waits for the server's answer to its cancel.
+_OPEN: Final = ("pending", "failed", "cancelling")
 _FILLER: Final = "long message, ünïcödé, 長いメッセージ, emoji 📨; "
 
 
@@ -566,6 +619,8 @@ class _Run:
         self._rng = random.Random(f"tui-chat-chaos-settle:{schedule.seed}:{schedule.index}")
         # stdout and stderr of every server run (ServerProcess keeps only the current run's).
         self.server_log: list[str] = []
+        # The databases of earlier epochs, oldest first (see ``epoch_change``).
+        self.previous_dbs: list[Path] = []
 
     # -- setup and teardown
 
@@ -579,14 +634,16 @@ class _Run:
         config.write_text(SERVER_TOML, encoding="utf-8")
         self.server = ChaosServer(self.db_path, config=config, variant=self.server_variant)
         await self.server.astart()
-        for i, user in enumerate(self.users):
+        for i in range(self.s.devices):
+            user = self.users[self.s.user_of(i)]
+            device = "" if i < self.s.clients else f"{user}-2"
             proxy = FaultProxy(
                 "127.0.0.1", self.server.port, seed=self.s.seed * 1000 + self.s.index * 10 + i
             )
             await proxy.start()
             self.proxies.append(proxy)
-            store_dir = self.dir / user
-            toml = self.dir / f"{user}.toml"
+            store_dir = self.dir / (device or user)
+            toml = self.dir / f"{device or user}.toml"
             cfg = client_config(
                 store_dir,
                 user,
@@ -599,12 +656,12 @@ class _Run:
             write_client_toml(toml, cfg)
             store = store_dir / f"{user}@127.0.0.1_{proxy.port}.sqlite3"
             self.clients.append(
-                ClientProc(i, user, toml, store, proxy, variant=self.client_variant)
+                ClientProc(i, user, toml, store, proxy, variant=self.client_variant, device=device)
             )
         await asyncio.gather(*(c.start() for c in self.clients))
         for c in self.clients:
             if not await c.wait_for(lambda c=c: c.online, 10.0):
-                self.notes.append(f"{c.user} was not online 10 s after start")
+                self.notes.append(f"{c.name} was not online 10 s after start")
 
     async def teardown(self) -> None:
         for task in [*self._restore.values(), self._server_task]:
@@ -664,7 +721,7 @@ class _Run:
         self.sent_n += 1
         to = GHOST_NAME if peer == GHOST else self.users[peer]
         # Unique per composed message: the checker counts a body stored twice as a duplicate.
-        body = f"m{self.s.seed}.{self.s.index}.{c.user}.{self.sent_n}"
+        body = f"m{self.s.seed}.{self.s.index}.{c.name}.{self.sent_n}"
         if extra:
             body = (body + " " + _FILLER * (extra // len(_FILLER) + 1))[: len(body) + extra]
         reply = await c.command({"cmd": "send", "to": to, "body": body})
@@ -721,7 +778,7 @@ class _Run:
         server = self.server
         assert server is not None
         if server.running:
-            if a.kind == "server_kill":
+            if a.kind in ("server_kill", "epoch_change"):
                 await server.akill()
             else:
                 try:
@@ -732,8 +789,23 @@ class _Run:
                     if code != 0:
                         self.notes.append(f"server exited {code} on SIGTERM")
         await self._server_down()
+        if a.kind == "epoch_change":
+            self._new_epoch()
         await asyncio.sleep(a.duration)
         await server.astart()
+
+    def _new_epoch(self) -> None:
+        """Keep the stopped server's database aside; start over with the same accounts."""
+        kept = self.dir / f"server-epoch{len(self.previous_dbs) + 1}.db"
+        with (
+            contextlib.closing(sqlite3.connect(self.db_path)) as old,
+            contextlib.closing(sqlite3.connect(kept)) as copy,
+        ):
+            old.backup(copy)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+        clone_users(kept, self.db_path)
+        self.previous_dbs.append(kept)
 
     async def _client_fault(self, a: Action) -> None:
         c = self.clients[a.client]
@@ -798,7 +870,7 @@ class _Run:
             cmd: dict[str, Any] = {"cmd": "retry", "client_id": cid}
         elif a.kind == "edit":
             self.sent_n += 1
-            body = f"m{self.s.seed}.{self.s.index}.{c.user}.{self.sent_n}.edit"
+            body = f"m{self.s.seed}.{self.s.index}.{c.name}.{self.sent_n}.edit"
             cmd = {"cmd": "edit", "client_id": cid, "body": body}
         else:
             cmd = {"cmd": "give_up", "client_id": cid}
@@ -863,16 +935,25 @@ class _Run:
     def converged(self) -> bool:
         try:
             server = read_server(self.db_path)
-            stores = {c.user: read_store(c.store) for c in self.clients}
+            stores = {c.name: (c.user, read_store(c.store)) for c in self.clients}
+            earlier = {m.key for p in self.previous_dbs for m in read_server(p).messages}
         except sqlite3.Error:
             return False
-        return all(c.up for c in self.clients) and _converged(server, stores)
+        return all(c.up for c in self.clients) and _converged(server, stores, earlier)
 
 
-def _converged(server: ServerView, stores: dict[str, StoreView]) -> bool:
-    """Every store holds exactly the server's messages of its conversations; no open rows."""
+def _converged(
+    server: ServerView,
+    stores: dict[str, tuple[str, StoreView]],
+    earlier: AbstractSet[Key] = frozenset(),
+) -> bool:
+    """Every store holds exactly the server's messages of its conversations; no open rows.
+
+    ``stores``: device name -> (its user, its store). ``earlier``: messages stored by the
+    server of an earlier epoch (their senders rightly show them sent).
+    """
     keys = {m.key for m in server.messages}
-    for user, st in stores.items():
+    for user, st in stores.values():
         mine = {conv: last for conv, (a, b, last) in server.conversations.items() if user in (a, b)}
         if any(st.watermarks.get(conv, 0) != last for conv, last in mine.items()):
             return False
@@ -881,8 +962,14 @@ def _converged(server: ServerView, stores: dict[str, StoreView]) -> bool:
         if sum(1 for m in st.messages if m.conv in mine) != sum(mine.values()):
             return False
         for o in st.outbox:
-            on_server = (user, o.client_id) in keys
-            if o.state in _OPEN or (o.state == "sent") != on_server:
+            key = (user, o.client_id)
+            if o.state in _OPEN:
+                return False
+            if key in earlier and key not in keys:
+                # Stored before the history was lost: shown sent, or given up since (the
+                # new server then confirms the give-up; it cannot know the old history).
+                continue
+            if (o.state == "sent") != (key in keys):
                 return False
     return True
 
@@ -930,11 +1017,16 @@ async def run_schedule(
             c.incarnations,
             schedule.on_failure[c.index],
             always_fresh=schedule.freshness[c.index] > longest,
+            device=c.device,
         )
         for c in run.clients
     ]
     report = check(
-        run.db_path, records, converged_in=converged_in, convergence_limit=convergence_limit
+        run.db_path,
+        records,
+        converged_in=converged_in,
+        convergence_limit=convergence_limit,
+        earlier_servers=run.previous_dbs,
     )
     result = ScheduleResult(
         schedule.seed,
@@ -962,7 +1054,7 @@ def _save_logs(workdir: Path, schedule: Schedule, run: _Run, result: ScheduleRes
         "violations": [str(v) for v in result.report.violations],
         "notes": result.notes,
         "clients": {
-            c.user: {
+            c.name: {
                 "store": str(c.store),
                 "stderr": c.stderr,
                 "incarnations": [

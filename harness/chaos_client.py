@@ -8,6 +8,9 @@ stdout as every other event. The line is written before the frame, so a message 
 and the frame only makes the log more cautious). The checker needs this to tell a given-up
 message the server may legitimately hold (its ack was lost) from one that must not exist.
 
+The line comes from :meth:`Engine.observe_frames` (the engine reports each frame just
+before it writes it), attached through ``cli.main(prepare_engine=...)``: nothing is patched.
+
 ``--broken`` applies one of the deliberately broken engine variants of
 :mod:`harness.broken`, so that tests can show the checker catching it.
 """
@@ -19,19 +22,18 @@ import json
 import sys
 
 from tui_chat import protocol as p
-from tui_chat.core.ws_transport import WebSocketTransport
+from tui_chat.core.engine import Engine
 
 
-def install_wire_log() -> None:
-    original = WebSocketTransport.send
+def wire_log(engine: Engine) -> None:
+    """Print a ``wire`` line for every ``send`` frame, before the frame is written."""
 
-    async def send(self: WebSocketTransport, frame: p.ClientFrame) -> bool:
-        if isinstance(frame, p.Send):
+    def observe(direction: str, frame: p.ServerFrame | p.ClientFrame) -> None:
+        if direction == "out" and isinstance(frame, p.Send):
             sys.stdout.write(json.dumps({"event": "wire", "client_id": frame.client_id}) + "\n")
             sys.stdout.flush()
-        return await original(self, frame)
 
-    WebSocketTransport.send = send  # type: ignore[method-assign]
+    engine.observe_frames(observe)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,15 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broken", default=None, help="a broken engine variant (testing only)")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
-    # Before any broken patch, so that the log shows what really goes on the wire.
-    install_wire_log()
     if args.broken:
         from harness import broken
 
         broken.apply_client(args.broken)
     from tui_chat.cli import main as cli_main
 
-    return cli_main(["headless", "--config", args.config] + (["-v"] if args.verbose else []))
+    # The engine reports each frame as it goes to the socket (after any broken variant
+    # changed it), so the log shows what really goes on the wire.
+    argv_ = ["headless", "--config", args.config] + (["-v"] if args.verbose else [])
+    return cli_main(argv_, prepare_engine=wire_log)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ The rules (the ``kind`` of each violation in brackets)
    [``given_up``].
 7. End states: an own message the server has must end ``sent`` (not pending, failed or
    given up) and one it lacks must not be ``sent``; within one incarnation a state never
-   moves back (``sent`` is final; ``given_up`` only becomes ``sent``); and in the last
+   moves back (``sent`` is final; ``given_up`` only becomes ``sent``; ``cancelling`` becomes
+   ``given_up`` or ``sent``, or ``failed`` if the user takes the give-up back); and in the last
    incarnation the last state the events showed for a message equals its final state in
    the store: the screen was told. For a client whose freshness window outlasts the run
    (``always_fresh``), a message to an existing peer is never shown ``failed``
@@ -134,6 +135,12 @@ class ClientRecord:
     # The client's freshness window outlasts the whole run: none of its messages may fail,
     # except by a final reject (a peer with no account).
     always_fresh: bool = False
+    # Set for a second device of ``user`` (its own store and log): names it in reports.
+    device: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.device or self.user
 
 
 @dataclass
@@ -252,6 +259,7 @@ class _Composed:
 class _ClientFacts:
     user: str
     on_failure: str
+    name: str = ""
     composed: dict[str, _Composed] = field(default_factory=dict)
     given_up: dict[str, int] = field(default_factory=dict)  # client_id -> log index
     edited_away: set[str] = field(default_factory=set)
@@ -265,7 +273,7 @@ class _ClientFacts:
 
 
 def _facts(rec: ClientRecord) -> _ClientFacts:
-    f = _ClientFacts(rec.user, rec.on_failure)
+    f = _ClientFacts(rec.user, rec.on_failure, rec.name)
     index = 0
     position = 0
     for inc in rec.incarnations:
@@ -328,50 +336,82 @@ def check(
     converged_in: float | None = 0.0,
     convergence_limit: float = 5.0,
     unique_bodies: bool = True,
+    earlier_servers: Sequence[Path] = (),
 ) -> Report:
-    """Judge one run; see the module docstring for the rules."""
+    """Judge one run; see the module docstring for the rules.
+
+    ``earlier_servers``: the databases of earlier epochs (the server lost its history and
+    started over with the same accounts). Their messages were stored, acked and maybe shown;
+    the clients dropped them with their replicas. Each old database is judged on its own
+    (duplicates, gaps, phantoms, altered copies); a message acked, shown sent or present in
+    one of them counts as stored; only the last server must match the final stores.
+    """
     server = read_server(server_db)
-    stores = {c.user: read_store(c.store_path) for c in clients}
-    facts = {c.user: _facts(c) for c in clients}
+    earlier = [read_server(path) for path in earlier_servers]
+    # Keyed by device (the user's name, or ``device`` for a second one): one store each.
+    stores = {c.name: read_store(c.store_path) for c in clients}
+    owner = {c.name: c.user for c in clients}
+    facts = {c.name: _facts(c) for c in clients}
+
+    def composer(sender: str, client_id: str) -> _ClientFacts | None:
+        """The device of ``sender`` that composed ``client_id``, if any did."""
+        for f in facts.values():
+            if f.user == sender and client_id in f.composed:
+                return f
+        return None
+
     report = Report()
     bad = report.violations
 
     def add(kind: str, detail: str, key: Key | None = None) -> None:
         bad.append(Violation(kind, detail, key))
 
-    # -- the server itself (rules 3 and 4)
-    on_server: dict[Key, list[Row]] = defaultdict(list)
-    at_seq: dict[tuple[str, int], Row] = {}
-    by_conv: dict[str, list[int]] = defaultdict(list)
-    for r in server.messages:
-        on_server[r.key].append(r)
-        at_seq[(r.conv, r.seq)] = r
-        by_conv[r.conv].append(r.seq)
-    for key, rows in on_server.items():
-        if len(rows) > 1:
-            add("duplicated", f"server stores {key} {len(rows)} times", key)
-    if unique_bodies:
-        bodies = Counter((r.sender, r.body) for r in server.messages)
-        for r in server.messages:
-            if bodies[(r.sender, r.body)] > 1:
-                add("duplicated", f"server stores body {r.body!r} of {r.sender} twice", r.key)
-    for conv, (_a, _b, last) in server.conversations.items():
-        seqs = sorted(by_conv.get(conv, []))
-        if seqs != list(range(1, len(seqs) + 1)) or last != len(seqs):
-            add("gap", f"server conversation {conv}: seqs {_ranges(seqs)}, last_seq {last}")
-    for conv in by_conv.keys() - server.conversations.keys():
-        add("gap", f"server messages in unknown conversation {conv}")
+    # -- the server itself (rules 3 and 4), and each server of an earlier epoch
+    def judge_server(
+        view: ServerView, label: str
+    ) -> tuple[dict[Key, list[Row]], dict[tuple[str, int], Row]]:
+        keyed: dict[Key, list[Row]] = defaultdict(list)
+        seats: dict[tuple[str, int], Row] = {}
+        by_conv: dict[str, list[int]] = defaultdict(list)
+        for r in view.messages:
+            keyed[r.key].append(r)
+            seats[(r.conv, r.seq)] = r
+            by_conv[r.conv].append(r.seq)
+        for key, rows in keyed.items():
+            if len(rows) > 1:
+                add("duplicated", f"{label} stores {key} {len(rows)} times", key)
+        if unique_bodies:
+            bodies = Counter((r.sender, r.body) for r in view.messages)
+            for r in view.messages:
+                if bodies[(r.sender, r.body)] > 1:
+                    add("duplicated", f"{label} stores body {r.body!r} of {r.sender} twice", r.key)
+        for conv, (_a, _b, last) in view.conversations.items():
+            seqs = sorted(by_conv.get(conv, []))
+            if seqs != list(range(1, len(seqs) + 1)) or last != len(seqs):
+                add("gap", f"{label} conversation {conv}: seqs {_ranges(seqs)}, last_seq {last}")
+        for conv in by_conv.keys() - view.conversations.keys():
+            add("gap", f"{label} messages in unknown conversation {conv}")
+        return keyed, seats
+
+    on_server, at_seq = judge_server(server, "server")
+    earlier_seats: list[dict[tuple[str, int], Row]] = []
+    stored_earlier: set[Key] = set()
+    for n, old in enumerate(earlier, start=1):
+        keyed, seats = judge_server(old, f"server of epoch {n}")
+        earlier_seats.append(seats)
+        stored_earlier |= keyed.keys()
+    every_server_row = [r for view in (*earlier, server) for r in view.messages]
 
     def members(r: Row) -> list[str]:
-        return [u for u in dict.fromkeys((r.sender, r.recipient)) if u in stores]
+        """The devices whose stores must hold ``r``: every device of both members."""
+        return [d for d, u in owner.items() if u in (r.sender, r.recipient)]
 
     # -- rule 2: everything was composed by its sender
     def composed(sender: str, client_id: str) -> bool:
-        f = facts.get(sender)
         # Senders without a record (none in the harness) cannot be judged.
-        return f is None or client_id in f.composed
+        return sender not in owner.values() or composer(sender, client_id) is not None
 
-    for r in server.messages:
+    for r in every_server_row:
         if not composed(r.sender, r.client_id):
             add("phantom", f"server has {r.key} (body {r.body!r}) that nobody sent", r.key)
 
@@ -411,8 +451,8 @@ def check(
                 )
         store_keys[user] = keys
         for o in st.outbox:
-            key = (user, o.client_id)
-            if not composed(user, o.client_id):
+            key = (owner[user], o.client_id)
+            if not composed(owner[user], o.client_id):
                 add("phantom", f"{user}'s outbox has {o.client_id} that nobody sent", key)
             if o.state in ("pending", "failed") and key in keys:
                 add("duplicated", f"{user} shows {o.client_id} as stored and as {o.state}", key)
@@ -423,7 +463,7 @@ def check(
                     f"{user} ends with {o.client_id} {o.state}; the server has it",
                     key,
                 )
-            if not srv_has and o.state == "sent":
+            if not srv_has and key not in stored_earlier and o.state == "sent":
                 add("wrong_state", f"{user} ends with {o.client_id} sent; the server lacks it", key)
 
     # rule 1, second half: every server message reached both members' stores
@@ -434,13 +474,14 @@ def check(
                 add("lost", f"{r.key} ({r.conv}/{r.seq}) is missing from {u}'s store", r.key)
 
     # -- the event logs (rules 1, 3, 4, 6, 7)
-    final_state: dict[Key, str] = {}
-    for user, st in stores.items():
-        for o in st.outbox:
-            final_state[(user, o.client_id)] = o.state
+    final_states: dict[str, dict[Key, str]] = {
+        device: {(owner[device], o.client_id): o.state for o in st.outbox}
+        for device, st in stores.items()
+    }
     acked_total = 0
     for rec in clients:
-        f = facts[rec.user]
+        f = facts[rec.name]
+        final_state = final_states[rec.name]
         for n, inc in enumerate(rec.incarnations):
             last = n == len(rec.incarnations) - 1
             shown: set[Key] = set(inc.initial_view)
@@ -485,6 +526,11 @@ def check(
                 assert isinstance(ev_seq, int) and isinstance(ev_conv, str)
                 acked_total += 1
                 srv = at_seq.get((ev_conv, ev_seq))
+                if any(
+                    (was := seats.get((ev_conv, ev_seq))) is not None and was.key == key
+                    for seats in earlier_seats
+                ):
+                    continue  # acked by the server of an earlier epoch, which has it there
                 if key not in on_server:
                     add(
                         "lost",
@@ -545,7 +591,7 @@ def check(
             if any(i < at for i in wires):
                 continue
             where = []
-            if key in on_server:
+            if key in on_server or key in stored_earlier:
                 where.append("the server")
             where += [f"{u}'s store" for u, keys in store_keys.items() if key in keys]
             if where:
@@ -558,13 +604,14 @@ def check(
 
     # -- rule 5: compose order per (sender, peer)
     reordered = 0
+    # One stream per composing device and peer: two devices of a user are not ordered.
     streams: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for r in server.messages:
-        streams[(r.sender, r.recipient)].append(r)
+        by = composer(r.sender, r.client_id)
+        if by is not None:
+            streams[(by.name, r.recipient)].append(r)
     for (sender, peer), rows in streams.items():
-        f2 = facts.get(sender)
-        if f2 is None:
-            continue
+        f2 = facts[sender]
         rows.sort(key=lambda r: (r.conv, r.seq))
         best = 0
         best_cid = ""
@@ -589,7 +636,7 @@ def check(
 
     # -- rule 9: every copy holds what was composed
     def compare(where: str, key: Key, recipient: str, body: str) -> None:
-        f = facts.get(key[0])
+        f = composer(*key)
         c = None if f is None else f.composed.get(key[1])
         if c is None:
             return
@@ -603,22 +650,22 @@ def check(
                 key,
             )
 
-    for r in server.messages:
+    for r in every_server_row:
         compare("the server", r.key, r.recipient, r.body)
     for user, st in stores.items():
         for r in st.messages:
             compare(f"{user}'s store", r.key, r.recipient, r.body)
         for o in st.outbox:
-            compare(f"{user}'s outbox", (user, o.client_id), o.peer, o.body)
+            compare(f"{user}'s outbox", (owner[user], o.client_id), o.peer, o.body)
 
     # -- rule 10: every composed message ends sent, failed in the outbox, or given up on request
     for f in facts.values():
-        sender_store = stores.get(f.user)
+        sender_store = stores.get(f.name)
         outbox = {} if sender_store is None else {o.client_id: o for o in sender_store.outbox}
         for cid in f.composed:
             key = (f.user, cid)
             row = outbox.get(cid)
-            if row is None and key not in on_server:
+            if row is None and key not in on_server and key not in stored_earlier:
                 add(
                     "dropped",
                     f"{f.user} composed {cid}; it is in no outbox and not on the server",
@@ -651,18 +698,21 @@ def check(
     return report
 
 
-_ORDER: Final = {"pending": 0, "failed": 0, "given_up": 1, "sent": 2}
+_ORDER: Final = {"pending": 0, "failed": 0, "cancelling": 1, "given_up": 1, "sent": 2}
 _OPEN_STATES: Final = ("pending", "failed")
 
 
 def _forward(prev: str, new: str) -> bool:
-    """States move forward only; the one way back is the user's retry (failed -> pending)."""
+    """States move forward only; the ways back are the user's: retry (failed -> pending)
+    and undoing a give-up the server was not told of yet (cancelling -> failed)."""
     if prev == new:
         return True
     if prev == "sent":
         return False
     if prev == "given_up":
         return new == "sent"
+    if prev == "cancelling":
+        return new in ("given_up", "sent", "failed")
     return new in _ORDER
 
 

@@ -20,9 +20,11 @@ them in a thread, so an event loop driving websocket clients keeps running meanw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -33,6 +35,7 @@ from types import TracebackType
 from typing import IO, Final, Self
 
 from harness.env import subprocess_env
+from tui_chat.server import db
 
 __all__ = ["ServerProcess", "ServerStartError"]
 
@@ -301,3 +304,22 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         await asyncio.to_thread(self.close)
+
+
+def clone_users(src: Path, dst: Path) -> str:
+    """A fresh server database at ``dst`` (new epoch) with ``src``'s accounts and tokens.
+
+    Tokens are random and only their hashes are stored, so copying the hashes is the way to
+    give a second server (or a server that lost its history) the same accounts. Returns the
+    new database's epoch.
+    """
+    conn, epoch = db.open_db(dst)
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{src}?mode=ro", uri=True)) as old:
+            rows = old.execute(
+                "SELECT name, token_hash, created_at FROM users WHERE removed_at IS NULL"
+            ).fetchall()
+        conn.executemany("INSERT INTO users(name, token_hash, created_at) VALUES (?, ?, ?)", rows)
+    finally:
+        conn.close()
+    return epoch

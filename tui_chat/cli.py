@@ -7,12 +7,17 @@ import asyncio
 import logging
 import ssl
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tui_chat import __version__
 from tui_chat.configfile import ConfigError
 from tui_chat.core import config as client_config
 from tui_chat.core.store import StoreError
+
+if TYPE_CHECKING:
+    from tui_chat.core.engine import Engine
 
 TEMPLATE = """\
 # tui-chat configuration. Every key is optional unless marked "required".
@@ -110,11 +115,15 @@ def ssl_context(cfg: client_config.ClientConfig, path: Path) -> ssl.SSLContext |
     return ctx
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None, *, prepare_engine: Callable[[Engine], object] | None = None
+) -> int:
+    """``prepare_engine`` (headless only) gets the engine before it runs: the chaos harness
+    attaches its frame observer there, through the public API."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "headless":
-            return _headless(args.sub_config or args.config, args.verbose)
+            return _headless(args.sub_config or args.config, args.verbose, prepare_engine)
         if args.command == "config":
             return _config_command(args.action, args.sub_config or args.config)
         return _tui(args.config, args.demo)
@@ -151,7 +160,11 @@ def _config_command(action: str, explicit: str | None) -> int:
     return 0
 
 
-def _headless(config_path: str | None, verbose: bool) -> int:
+def _headless(
+    config_path: str | None,
+    verbose: bool,
+    prepare_engine: Callable[[Engine], object] | None = None,
+) -> int:
     from tui_chat.core.engine import Engine
     from tui_chat.headless import run_headless
 
@@ -167,6 +180,8 @@ def _headless(config_path: str | None, verbose: bool) -> int:
 
     async def go() -> int:
         engine = Engine(cfg, token, ssl_context=ctx)
+        if prepare_engine is not None:
+            prepare_engine(engine)
         return await run_headless(engine)
 
     try:

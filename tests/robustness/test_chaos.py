@@ -37,10 +37,27 @@ def test_schedules_are_reproducible_from_seed_and_index() -> None:
     assert a.describe() == make_schedule(7, 3).describe()
     assert a != make_schedule(7, 4)
     assert a != make_schedule(8, 3)
-    sends = [x for x in a.actions if x.kind == "send"]
-    assert len(sends) == 45
+    sends = [x for x in a.actions if x.kind == "send" and x.client < a.clients]
+    assert len(sends) == 45  # a second device's sends come on top
     assert all(0 <= x.at <= a.duration for x in a.actions)
     assert [x.at for x in a.actions] == sorted(x.at for x in a.actions)
+
+
+def test_a_second_device_adds_to_a_schedule_without_changing_the_rest() -> None:
+    with_it = make_schedule(7, 3, second_device=True)
+    without = make_schedule(7, 3, second_device=False)
+    assert with_it.second_device is not None and without.second_device is None
+    assert with_it.devices == 4 and len(with_it.freshness) == len(with_it.on_failure) == 4
+    extra = [x for x in with_it.actions if x.client == with_it.clients]
+    assert sum(x.kind == "send" for x in extra) >= 3
+    # Its peers are users (never its own user), and everything else is as without it.
+    assert all(x.peer != with_it.second_device for x in extra if x.kind == "send")
+    assert [x for x in with_it.actions if x.client != with_it.clients] == list(without.actions)
+    # The CI sweep has schedules with and without one.
+    assert {make_schedule(SWEEP_SEED, i).second_device is None for i in range(SWEEP_SCHEDULES)} == {
+        True,
+        False,
+    }
 
 
 def test_the_sweep_covers_every_fault_kind() -> None:

@@ -21,14 +21,6 @@ from harness.env import REPO_ROOT
 
 SCANNED = ("tests", "harness")
 ALLOWED: frozenset[str] = frozenset({"harness/broken.py"})
-# Patches that go away with the engine's public seams (``Engine.observe_frames``, an
-# injectable transport), landing on main in parallel. Tolerated, not required: delete each
-# entry once its file no longer patches.
-PENDING: dict[str, str] = {
-    "harness/chaos_client.py": "wire log: use Engine.observe_frames",
-    "tests/functional/engine/test_engine_outbox.py": "send recording: use observe_frames",
-    "tests/functional/engine/test_engine_sync.py": "lossy dispatch: use a lossy transport",
-}
 
 
 def _private(name: str) -> bool:
@@ -84,8 +76,7 @@ def test_the_scan_finds_the_broken_variants_patches() -> None:
 
 
 def test_no_test_or_harness_file_patches_a_private_attribute() -> None:
-    tolerated = ALLOWED | PENDING.keys()
-    bad = [hit for rel, hits in _offenders().items() if rel not in tolerated for hit in hits]
+    bad = [hit for rel, hits in _offenders().items() if rel not in ALLOWED for hit in hits]
     assert not bad, "patches of private attributes (use a public seam):\n" + "\n".join(bad)
 
 

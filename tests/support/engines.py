@@ -21,7 +21,6 @@ from tui_chat.core.config import ClientConfig
 from tui_chat.core.engine import Engine
 from tui_chat.core.models import ConnState, Event, MessageAdded, MessageChanged
 from tui_chat.core.transport import Transport
-from tui_chat.server import db
 
 T = TypeVar("T")
 
@@ -138,19 +137,3 @@ def server_messages(db_path: Path, sender: str | None = None) -> list[tuple[str,
 def server_copies(db_path: Path, client_id: str) -> int:
     """How many stored messages carry ``client_id`` (the invariant: never more than one)."""
     return sum(1 for m in server_messages(db_path) if m[3] == client_id)
-
-
-def clone_users(src: Path, dst: Path) -> str:
-    """A fresh server database at ``dst`` (new epoch) with ``src``'s users and tokens.
-
-    Tokens are random and only their hashes are stored, so copying the hashes is the way to
-    give a second server the same accounts. Returns the new database's epoch.
-    """
-    conn, epoch = db.open_db(dst)
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{src}?mode=ro", uri=True)) as old:
-            rows = old.execute("SELECT name, token_hash, created_at FROM users").fetchall()
-        conn.executemany("INSERT INTO users(name, token_hash, created_at) VALUES (?, ?, ?)", rows)
-    finally:
-        conn.close()
-    return epoch

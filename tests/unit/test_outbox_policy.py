@@ -39,17 +39,8 @@ def row(
     )
 
 
-class Wire:
-    """Records what :meth:`Outbox.ready` chose, round after round."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-
-def send_ready(box: Outbox, now: float, wire: Wire) -> float:
-    rows, wait = box.ready(now)
-    wire.sent.extend(r.client_id for r in rows)
-    return wait
+def ids(rows: list[OutboxRow]) -> list[str]:
+    return [r.client_id for r in rows]
 
 
 # ---------------------------------------------------------------- expiry
@@ -159,43 +150,36 @@ def test_refresh_held_releases_when_the_failure_is_retried_or_hold_is_off() -> N
 # ---------------------------------------------------------------- what goes on the wire
 
 
-def test_send_ready_sends_one_per_peer_in_compose_order() -> None:
+def test_ready_picks_one_per_peer_in_compose_order() -> None:
     box = Outbox([row("m3"), row("m1"), row("m2", peer="carol"), row("m4", peer="carol")])
-    wire = Wire()
 
-    wait = send_ready(box, 100.0, wire)
+    chosen, wait = box.ready(100.0)
 
-    assert wire.sent == ["m1", "m2"]  # the oldest of each peer; the rest wait for their ack
+    assert ids(chosen) == ["m1", "m2"]  # the oldest of each peer; the rest wait for their ack
     assert box.inflight == {"m1": 100.0, "m2": 100.0}
     assert [box.rows[c].attempts for c in ("m1", "m2", "m3", "m4")] == [1, 1, 0, 0]
     assert wait == 1.0
-    # A second round while both are in flight sends nothing.
-    assert send_ready(box, 100.5, wire) == 1.0
-    assert wire.sent == ["m1", "m2"]
+    # A second round while both are in flight picks nothing.
+    assert box.ready(100.5) == ([], 1.0)
 
 
-def test_send_ready_sends_the_next_once_the_first_is_confirmed() -> None:
+def test_the_next_is_ready_once_the_first_is_confirmed() -> None:
     first, second = row("m1"), row("m2")
     box = Outbox([first, second])
-    wire = Wire()
-    send_ready(box, 1.0, wire)
+    assert ids(box.ready(1.0)[0]) == ["m1"]
     box.confirm(first, "c1", 7)
     assert (first.state, first.conv, first.seq) == (OutState.SENT, "c1", 7)
     assert "m1" not in box and "m1" not in box.inflight
-    send_ready(box, 2.0, wire)
-    assert wire.sent == ["m1", "m2"]
+    assert ids(box.ready(2.0)[0]) == ["m2"]
 
 
 def test_a_held_row_blocks_its_peer_but_not_others() -> None:
     box = Outbox([row("m1", state=OutState.FAILED), row("m2"), row("m3"), row("m4", peer="carol")])
     box.refresh_held("bob", hold=True)
-    wire = Wire()
-    send_ready(box, 0.0, wire)
-    assert wire.sent == ["m4"]
+    assert ids(box.ready(0.0)[0]) == ["m4"]
     # Without holding ("continue"), bob's later messages go past the failed one, in order.
     box.refresh_held("bob", hold=False)
-    send_ready(box, 0.0, wire)
-    assert wire.sent == ["m4", "m2"]
+    assert ids(box.ready(0.0)[0]) == ["m2"]
 
 
 def test_not_before_holds_a_deferred_row_and_everything_after_it() -> None:
@@ -203,14 +187,74 @@ def test_not_before_holds_a_deferred_row_and_everything_after_it() -> None:
     box = Outbox([deferred, after, row("m3", peer="carol")])
     box.defer(deferred, "slow down", retry_after=2.0, now=10.0)
     assert deferred.error == "slow down"
-    wire = Wire()
 
-    wait = send_ready(box, 11.0, wire)
+    chosen, wait = box.ready(11.0)
 
-    assert wire.sent == ["m3"]  # m2 does not overtake m1
+    assert ids(chosen) == ["m3"]  # m2 does not overtake m1
     assert wait == pytest.approx(1.0)  # look again when m1 may go
-    send_ready(box, 12.0, wire)
-    assert wire.sent == ["m3", "m1"]
+    assert ids(box.ready(12.0)[0]) == ["m1"]
+
+
+def test_a_session_end_clears_what_was_in_flight() -> None:
+    box = Outbox([row("m1"), row("m2", peer="carol")])
+    box.ready(0.0)
+    assert box.oldest_inflight() == 0.0
+    box.clear_inflight()
+    assert box.inflight == {} and box.oldest_inflight() is None
+    # The next session sends them again (a resend: the second attempt).
+    assert ids(box.ready(5.0)[0]) == ["m1", "m2"]
+    assert box.rows["m1"].attempts == 2
+
+
+def test_failed_and_given_up_rows_are_not_sent() -> None:
+    given = row("m2")
+    box = Outbox([row("m1", state=OutState.FAILED), given])
+    assert box.give_up(given) is False  # never sent: given up at once
+    assert given.state is OutState.GIVEN_UP and "m2" not in box
+    assert box.ready(0.0)[0] == []
+
+
+# ---------------------------------------------------------------- give-up, cancel, undo
+
+
+def test_a_message_that_may_have_reached_the_server_is_cancelling_not_given_up() -> None:
+    sent = row("m1")
+    box = Outbox([sent, row("m2")])
+    box.ready(0.0)  # m1 goes out
+    assert box.give_up(sent) is True
+    assert sent.state is OutState.CANCELLING and "m1" in box
+    # Its fate decides what follows: nothing else to that peer goes out meanwhile.
+    box.forget_inflight("m1")
+    assert box.ready(1.0)[0] == []
+
+
+def test_cancels_go_out_once_per_session_and_then_no_undo() -> None:
+    sent = row("m1", attempts=1)
+    box = Outbox([sent])
+    box.give_up(sent)
+    assert box.can_undo(sent)  # the server has not been told yet
+    assert ids(box.cancels_due(3.0)) == ["m1"]
+    assert box.cancels_due(3.5) == []  # asked once in this session
+    assert not box.can_undo(sent)
+    box.clear_inflight()
+    assert ids(box.cancels_due(9.0)) == ["m1"]  # asked again in the next session
+    box.given_up(sent)  # the server confirmed the tombstone
+    assert sent.state is OutState.GIVEN_UP and "m1" not in box
+
+
+def test_undo_puts_the_message_back_as_failed() -> None:
+    r = row("m1", attempts=1)
+    box = Outbox([r])
+    box.give_up(r)
+    box.undo_give_up(r)
+    assert (r.state, r.retryable) == (OutState.FAILED, True)
+    assert r.error == "given up, then restored"
+    assert "m1" in box and box.failed_ids() == ["m1"]
+
+
+def test_a_cancelling_row_loaded_at_start_may_have_been_told() -> None:
+    r = row("m1", state=OutState.CANCELLING, attempts=1)
+    assert not Outbox([r]).can_undo(r)
 
 
 def test_a_cancelling_row_holds_its_peer_until_its_fate_is_known() -> None:
@@ -218,16 +262,13 @@ def test_a_cancelling_row_holds_its_peer_until_its_fate_is_known() -> None:
     box = Outbox([sent_once, later, other])
     assert box.give_up(sent_once) is True  # it may have reached the server
     assert sent_once.state is OutState.CANCELLING and "m1" in box
-    wire = Wire()
-    send_ready(box, 0.0, wire)
-    assert wire.sent == ["m3"]
+    assert ids(box.ready(0.0)[0]) == ["m3"]
     assert [r.client_id for r in box.cancels_due(0.0)] == ["m1"]
     assert box.cancels_due(0.0) == []  # once per session
     assert not box.can_undo(sent_once)  # the server has been told
     box.given_up(sent_once)
     box.confirm(other, "c2", 1)
-    send_ready(box, 1.0, wire)
-    assert wire.sent == ["m3", "m2"]
+    assert ids(box.ready(1.0)[0]) == ["m2"]
 
 
 def test_a_row_that_never_left_is_given_up_at_once_and_can_be_restored() -> None:
@@ -238,16 +279,6 @@ def test_a_row_that_never_left_is_given_up_at_once_and_can_be_restored() -> None
     assert box.can_undo(never)
     box.undo_give_up(never)
     assert never.state is OutState.FAILED and "m1" in box
-
-
-def test_failed_and_given_up_rows_are_not_sent() -> None:
-    given = row("m2")
-    box = Outbox([row("m1", state=OutState.FAILED), given])
-    box.give_up(given)
-    assert given.state is OutState.GIVEN_UP and "m2" not in box
-    wire = Wire()
-    send_ready(box, 0.0, wire)
-    assert wire.sent == []
 
 
 # ---------------------------------------------------------------- defer backoff and rejects

@@ -12,9 +12,9 @@ import time
 
 from harness.clientconf import FAST_SYNC
 from harness.faultproxy import FaultProxy
-from harness.serverproc import ServerProcess
+from harness.serverproc import ServerProcess, clone_users
 from harness.waits import stays, until
-from tests.support.engines import Client, Engines, clone_users, server_copies, server_messages
+from tests.support.engines import Client, Engines, server_copies, server_messages
 from tests.support.wire import RunningServer, ServerFactory
 from tui_chat import protocol as p
 from tui_chat.core.models import (
