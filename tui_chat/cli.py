@@ -8,11 +8,15 @@ import logging
 import ssl
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tui_chat import __version__
 from tui_chat.configfile import ConfigError
 from tui_chat.core import config as client_config
 from tui_chat.core.store import StoreError
+
+if TYPE_CHECKING:
+    from tui_chat.core.engine import Engine
 
 TEMPLATE = """\
 # tui-chat configuration. Every key is optional unless marked "required".
@@ -167,12 +171,20 @@ def _headless(config_path: str | None, verbose: bool) -> int:
 
     async def go() -> int:
         engine = Engine(cfg, token, ssl_context=ctx)
+        _report_store_repair(engine)
         return await run_headless(engine)
 
     try:
         return asyncio.run(go())
     except KeyboardInterrupt:
         return 130
+
+
+def _report_store_repair(engine: Engine) -> None:
+    """One line on stderr when the store was found damaged and replaced at open."""
+    report = engine.store.repair_report
+    if report is not None:
+        print(f"tui-chat: warning: {report.line()}", file=sys.stderr, flush=True)
 
 
 def _tui(explicit: str | None, force_demo: bool) -> int:
@@ -191,6 +203,7 @@ async def _run_app(cfg: client_config.ClientConfig, token: str, ctx: ssl.SSLCont
     from tui_chat.ui.app import ChatApp
 
     engine = Engine(cfg, token, ssl_context=ctx)
+    _report_store_repair(engine)  # stays on the terminal after the TUI exits; also a toast
     app = ChatApp(engine, ui=cfg.ui, keymap=cfg.keys)
     try:
         await app.run_async()
