@@ -57,7 +57,10 @@ CREATE TABLE IF NOT EXISTS messages (
     ts         INTEGER NOT NULL,
     PRIMARY KEY (conv, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS messages_client_id ON messages (sender, client_id);
+-- No index on (sender, client_id): no query of the client looks a message up that way (its
+-- own messages are found through the outbox), and one with random client ids made catch-up
+-- of one large conversation 2.4x slower per message (see docs/benchmarks.md).
+DROP INDEX IF EXISTS messages_client_id;
 CREATE TABLE IF NOT EXISTS outbox (
     client_id        TEXT PRIMARY KEY,
     peer             TEXT NOT NULL,
@@ -256,7 +259,18 @@ class LocalStore:
         # Highest stored seq per conversation, filled lazily (see _top_seq): it bounds the
         # watermark scan, so in-order messages need no lookup to advance the watermark.
         self._top: dict[str, int] = {}
-        for peer, conv, wm in self._db.execute("SELECT peer, conv, wm FROM conversations"):
+        # Per-message changes to a conversation's row (unread, last_ts, wm) wait here and are
+        # written once per conversation when the batch commits (_write_conversations): one
+        # INSERT per incoming message instead of three statements. read_seq is mirrored so
+        # the unread count can be decided without reading the row.
+        self._read_seq: dict[str, int] = {}
+        self._unread_add: dict[str, int] = {}
+        self._last_ts: dict[str, int] = {}
+        self._wm_moved: set[str] = set()
+        for peer, conv, wm, read_seq in self._db.execute(
+            "SELECT peer, conv, wm, read_seq FROM conversations"
+        ):
+            self._read_seq[peer] = read_seq
             if conv is not None:
                 self._peer_of[conv] = peer
                 self._conv_of[peer] = conv
@@ -291,8 +305,29 @@ class LocalStore:
 
     def commit(self) -> None:
         if self._in_tx:
+            self._write_conversations()
             self._db.execute("COMMIT")
             self._in_tx = False
+
+    def _write_conversations(self) -> None:
+        """Write the conversation changes held back by insert_message/advance_watermark.
+
+        Called inside the open transaction: at commit (so the watermark commits with the
+        messages below it) and before anything reads or sets these columns.
+        """
+        if self._unread_add or self._last_ts:
+            self._db.executemany(
+                "UPDATE conversations SET unread=unread+?, last_ts=max(last_ts, ?) WHERE peer=?",
+                [(self._unread_add.get(peer, 0), ts, peer) for peer, ts in self._last_ts.items()],
+            )
+            self._unread_add.clear()
+            self._last_ts.clear()
+        if self._wm_moved:
+            self._db.executemany(
+                "UPDATE conversations SET wm=? WHERE conv=?",
+                [(self._wm[conv], conv) for conv in self._wm_moved],
+            )
+            self._wm_moved.clear()
 
     @property
     def dirty(self) -> bool:
@@ -337,6 +372,7 @@ class LocalStore:
     def reset_for_epoch(self, epoch: str) -> None:
         """The server's history was reset: drop the replica, keep unsent messages."""
         self._begin()
+        self._write_conversations()
         self._db.execute("DELETE FROM messages")
         self._db.execute("UPDATE conversations SET conv=NULL, wm=0, read_seq=0, unread=0")
         self._db.execute("DELETE FROM outbox WHERE state=?", (OutState.SENT.value,))
@@ -347,6 +383,7 @@ class LocalStore:
         self._conv_of.clear()
         self._wm.clear()
         self._top.clear()
+        self._read_seq.clear()
 
     def watermarks(self) -> dict[str, int]:
         return {conv: wm for conv, wm in self._wm.items() if wm > 0}
@@ -390,12 +427,11 @@ class LocalStore:
         elif seq > top:
             self._top[conv] = seq
         peer = self._peer_of[conv]
-        # One statement: unread counts messages from the peer above our read position.
-        self._db.execute(
-            "UPDATE conversations SET unread=unread+(CASE WHEN ? AND ?>read_seq THEN 1 ELSE 0 END),"
-            " last_ts=max(last_ts, ?) WHERE peer=?",
-            (sender != self.user, seq, ts, peer),
-        )
+        # Unread counts messages from the peer above our read position.
+        if sender != self.user and seq > self._read_seq.get(peer, 0):
+            self._unread_add[peer] = self._unread_add.get(peer, 0) + 1
+        if ts > self._last_ts.get(peer, -(2**63)):
+            self._last_ts[peer] = ts
         return True
 
     def _top_seq(self, conv: str) -> int:
@@ -423,8 +459,8 @@ class LocalStore:
             wm += 1
         if wm != start:
             self._begin()
-            self._db.execute("UPDATE conversations SET wm=? WHERE conv=?", (wm, conv))
             self._wm[conv] = wm
+            self._wm_moved.add(conv)
         return wm
 
     def stored_view(
@@ -458,10 +494,13 @@ class LocalStore:
 
     def mark_read(self, peer: str, seq: int) -> bool:
         self._begin()
+        self._write_conversations()
         cur = self._db.execute(
             "UPDATE conversations SET read_seq=?, unread=0 WHERE peer=? AND read_seq<?",
             (seq, peer, seq),
         )
+        if cur.rowcount > 0:
+            self._read_seq[peer] = seq
         return cur.rowcount > 0
 
     def set_read_from_server(self, conv: str, user: str, read_seq: int) -> None:
@@ -469,8 +508,10 @@ class LocalStore:
         if peer is None:
             return
         self._begin()
+        self._write_conversations()
         if user == self.user:
             # Another device of ours read further: recount what is still unread.
+            self._read_seq[peer] = max(self._read_seq.get(peer, 0), read_seq)
             self._db.execute(
                 "UPDATE conversations SET read_seq=max(read_seq, ?) WHERE peer=?",
                 (read_seq, peer),
@@ -611,6 +652,8 @@ class LocalStore:
         return [self._msg_view(r) for r in rows]
 
     def peers(self) -> list[str]:
+        if self._in_tx:
+            self._write_conversations()  # the order is by last_ts
         return [
             r[0]
             for r in self._db.execute(
@@ -619,6 +662,8 @@ class LocalStore:
         ]
 
     def summary(self, peer: str, open_rows: Iterable[OutboxRow]) -> ConversationSummary:
+        if self._in_tx:
+            self._write_conversations()  # unread is read below
         row = self._db.execute(
             "SELECT conv, unread, read_seq, peer_read_seq FROM conversations WHERE peer=?",
             (peer,),
