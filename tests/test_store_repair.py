@@ -58,6 +58,7 @@ def build_store(path: Path) -> dict[str, tuple[str, str, OutState]]:
     store.advance_watermark("c-bob")
     store.mark_read("bob", 2000)
     store.commit()
+    store.save_draft("bob", "half a thought")
     store.close()
     assert not path.with_name(path.name + "-wal").exists()
     return open_rows
@@ -150,6 +151,7 @@ def test_truncated_file_keeps_every_unsent_message(tmp_path: Path, store_path: P
     # The read position and the epoch came along, so a re-fetch is not all "unread".
     assert store.epoch == "epoch-1" and store.conv_of("bob") == "c-bob"
     assert store.summary("bob", []).read_seq == 2000
+    assert store.draft("bob") == "half a thought" and report.drafts == 1
     failed = store.outbox_row("cid-001")
     assert failed is not None and (failed.error, failed.retryable) == ("no answer", True)
     store.close()

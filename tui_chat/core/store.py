@@ -463,12 +463,6 @@ class LocalStore:
             self._wm_moved.add(conv)
         return wm
 
-    def stored_view(
-        self, conv: str, seq: int, sender: str, to: str, client_id: str, body: str, ts: int
-    ) -> ChatMessage:
-        """The view of a message just stored with these values (no read back)."""
-        return self._msg_view((conv, seq, sender, to, client_id, body, ts))
-
     def message_view(self, conv: str, seq: int) -> ChatMessage | None:
         row = self._db.execute(
             f"SELECT {_MSG_COLS} FROM messages WHERE conv=? AND seq=?", (conv, seq)

@@ -93,6 +93,7 @@ class StoreRepair(msgspec.Struct, frozen=True):
     lost: int | None
     lost_peers: list[str] = []  # to whom the lost ones were written, when known
     read_positions: int = 0  # conversations whose read position was carried over
+    drafts: int = 0  # drafts carried over
 
     def line(self) -> str:
         """The one line the user is shown (stderr for headless, a toast in the TUI)."""
@@ -130,6 +131,7 @@ class Salvage(msgspec.Struct):
 
     owner: str | None = None
     epoch: str | None = None
+    drafts: list[tuple[str, str]] = []  # meta rows "draft:<peer>": what the user was typing
     # (peer, conv, read_seq, peer_read_seq, last_ts) per conversation that could be read.
     conversations: list[tuple[str, str | None, int, int, int]] = []
     outbox: list[tuple[object, ...]] = []  # OUTBOX_COLUMNS values, open rows only
@@ -205,11 +207,18 @@ def _read_outbox(db: sqlite3.Connection, salvage: Salvage) -> None:
 
 
 def _read_small_tables(db: sqlite3.Connection, salvage: Salvage) -> None:
-    """Owner, epoch and read positions: each read on its own; what fails is left out."""
+    """Owner, epoch, drafts and read positions: each read on its own; what fails is
+    left out."""
     with contextlib.suppress(sqlite3.DatabaseError):
         meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('user', 'epoch')"))
         salvage.owner = meta.get("user")
         salvage.epoch = meta.get("epoch")
+    with contextlib.suppress(sqlite3.DatabaseError):
+        salvage.drafts = [
+            (key, value)
+            for key, value in db.execute("SELECT key, value FROM meta WHERE key LIKE 'draft:%'")
+            if isinstance(key, str) and isinstance(value, str)
+        ]
     conversations = []
     with contextlib.suppress(sqlite3.DatabaseError):
         for peer, conv, read_seq, peer_read, last_ts in db.execute(
@@ -366,6 +375,7 @@ def _write_fresh(
             db.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('epoch', ?)", (found.epoch,)
             )
+        db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", found.drafts)
         db.executemany(
             "INSERT OR IGNORE INTO conversations(peer, conv, read_seq, peer_read_seq, last_ts)"
             " VALUES (?, ?, ?, ?, ?)",
@@ -406,6 +416,7 @@ def repair(
         lost=found.lost,
         lost_peers=found.lost_peers,
         read_positions=sum(1 for c in found.conversations if c[2] > 0),
+        drafts=len(found.drafts),
     )
     fresh = _repairing_name(path)
     _remove_db_files(fresh)
