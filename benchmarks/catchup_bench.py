@@ -92,9 +92,10 @@ from _common import (
 from websockets.asyncio.client import connect
 
 from tui_chat import protocol as p
-from tui_chat.core import engine as engine_mod
 from tui_chat.core.engine import Engine
 from tui_chat.core.models import Event, MessageChanged, OutState, Synced
+from tui_chat.core.store import LocalStore
+from tui_chat.core.ws_transport import MAX_FRAME
 from tui_chat.server import db
 
 TARGET_RATE = 30_000.0  # messages/s for the engine catch-up of 50,000 in one conversation
@@ -193,6 +194,29 @@ class _Cpu:
         return time.process_time() - self.c0, server_cpu_seconds(self.server) - self.s0
 
 
+def measure_store_apply(frames: list[bytes], store_dir: Path) -> dict[str, float]:
+    """The store's share alone: decode each frame and make the calls the engine's apply
+    path makes on a fresh ``LocalStore`` (no network, no events), committing every 2,000
+    messages (the engine commits every 20 ms). CPU time is the steadier figure here."""
+    store = LocalStore(store_dir / "apply.sqlite3", READER)
+    decode = p.decode_server
+    c0, t0 = time.process_time(), time.perf_counter()
+    for i, raw in enumerate(frames):
+        m = decode(raw)
+        assert isinstance(m, p.Message)
+        store.ensure_conversation(m.sender, m.conv)
+        if m.seq > store.watermark(m.conv) and store.insert_message(
+            m.conv, m.seq, m.sender, m.to, m.client_id, m.body, m.ts
+        ):
+            store.advance_watermark(m.conv)
+        if i % 2000 == 1999:
+            store.commit()
+    store.commit()
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    store.close()
+    return {"seconds": seconds, "cpu": cpu}
+
+
 def measure_decode(frames: list[bytes]) -> float:
     decode = p.decode_server
     t0 = time.perf_counter()
@@ -207,7 +231,7 @@ async def measure_raw_receive(server: ServerProcess, token: str, expected: int) 
     async with connect(
         server.url,
         proxy=None,
-        max_size=engine_mod.MAX_FRAME,
+        max_size=MAX_FRAME,
         compression=None,
         ping_interval=None,
     ) as ws:
@@ -317,9 +341,7 @@ async def measure_latency(
     bare_ms: list[float] = []
     try:
         await asyncio.wait_for(online, limit_s)
-        async with connect(
-            server.url, proxy=None, max_size=engine_mod.MAX_FRAME, compression=None
-        ) as ws:
+        async with connect(server.url, proxy=None, max_size=MAX_FRAME, compression=None) as ws:
             hello = p.Hello(v=p.PROTOCOL_VERSION, user="lat_b", token=tokens["lat_b"])
             await ws.send(p.encode(hello), text=True)
             while not isinstance(p.decode_server(await ws.recv()), p.Synced):
@@ -380,6 +402,8 @@ def summarize(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
         "raw_client_cpu": med("raw", "client_cpu"),
         "raw_server_cpu": med("raw", "server_cpu"),
         "decode_rate": n / dec_s,
+        "apply_cpu_rate": n / med("apply", "cpu"),
+        "apply_rate": n / med("apply", "seconds"),
         "decode_seconds": dec_s,
         "engine_vs_decode": eng_s / dec_s,
         "engine_vs_raw": eng_s / raw_s,
@@ -418,6 +442,10 @@ def print_report(s: dict[str, Any], args: argparse.Namespace, conversations: int
         f"{'decode_server only (no I/O)':<34}{s['decode_seconds']:>9.3f}"
         f"{s['decode_rate']:>11,.0f}{'':>12}{'':>12}"
     )
+    print(
+        f"{'store apply, no network':<34}{n / s['apply_rate']:>9.3f}"
+        f"{s['apply_rate']:>11,.0f}{n / s['apply_cpu_rate']:>11.2f}s{'':>12}"
+    )
     print()
     print(f"engine / decode time        {s['engine_vs_decode']:8.1f}x")
     print(f"engine / raw receive time   {s['engine_vs_raw']:8.2f}x")
@@ -446,15 +474,18 @@ def print_report(s: dict[str, Any], args: argparse.Namespace, conversations: int
 def print_scaling(results: list[tuple[int, int, dict[str, Any]]]) -> None:
     """The scenarios side by side, each against the decode floor of its own run."""
     print()
-    hdr = f"{'scenario':<30}{'engine msgs/s':>15}{'decode msgs/s':>15}{'engine/decode':>15}"
+    hdr = (
+        f"{'scenario':<26}{'engine msgs/s':>14}{'decode msgs/s':>14}{'engine/decode':>14}"
+        f"{'apply/CPU s':>13}"
+    )
     print(hdr + f"{'load avg':>10}")
     print("-" * (len(hdr) + 10))
     for n, convs, s in results:
         name = f"{n:,} in {convs:,} conv(s)"
         load = median(s["load"])
         print(
-            f"{name:<30}{s['engine_rate']:>15,.0f}{s['decode_rate']:>15,.0f}"
-            f"{s['engine_vs_decode']:>14.1f}x{load:>10.1f}"
+            f"{name:<26}{s['engine_rate']:>14,.0f}{s['decode_rate']:>14,.0f}"
+            f"{s['engine_vs_decode']:>13.1f}x{s['apply_cpu_rate']:>13,.0f}{load:>10.1f}"
         )
     one = {n: s for n, convs, s in results if convs == 1}
     if 50_000 in one:
@@ -469,10 +500,12 @@ def print_scaling(results: list[tuple[int, int, dict[str, Any]]]) -> None:
         cpu = (one[500_000]["engine_client_cpu"] / 500_000) / (
             one[50_000]["engine_client_cpu"] / 50_000
         )
+        apply = one[500_000]["apply_cpu_rate"] / one[50_000]["apply_cpu_rate"]
         verdict = "PASS" if ratio >= TARGET_SCALING else "MISS"
         print(
             f"rate 500,000 / rate 50,000 in one conversation: {ratio:.2f}x, target >= "
-            f"{TARGET_SCALING}: {verdict} (client CPU per message {cpu:.2f}x)"
+            f"{TARGET_SCALING}: {verdict} (client CPU per message {cpu:.2f}x; "
+            f"store apply rate {apply:.2f}x)"
         )
 
 
@@ -526,12 +559,20 @@ async def run_scenario(
                 measure_raw_receive(server, tokens[READER], len(frames)), args.timeout
             )
             dec = measure_decode(frames)
+            apply = measure_store_apply(frames, base / f"reader-{rep}")
             lat = None
             if first and args.latency_messages > 0:
                 lat = await measure_latency(
                     server, tokens, base / f"lat-{rep}", args.latency_messages, args.timeout
                 )
-            run = {"engine": eng, "raw": raw, "decode_seconds": dec, "latency": lat, "load": load}
+            run = {
+                "engine": eng,
+                "raw": raw,
+                "decode_seconds": dec,
+                "apply": apply,
+                "latency": lat,
+                "load": load,
+            }
             runs.append(run)
             n = len(frames)
             latency = (
@@ -542,7 +583,8 @@ async def run_scenario(
             )
             print(
                 f"repeat {rep + 1}: engine {n / eng['seconds']:,.0f}/s, "
-                f"raw {n / raw['seconds']:,.0f}/s, decode {n / dec:,.0f}/s{latency}, "
+                f"raw {n / raw['seconds']:,.0f}/s, decode {n / dec:,.0f}/s, "
+                f"store apply {n / apply['cpu']:,.0f}/s of CPU{latency}, "
                 f"load {load:.1f}",
                 flush=True,
             )
