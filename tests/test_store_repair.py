@@ -387,3 +387,28 @@ async def test_headless_reports_a_damaged_store_in_one_line(
     assert set(outbox_of(after)) == set(expected)
     assert all(r.state is not OutState.SENT for r in after.all_outbox())
     after.close()
+
+
+async def test_the_tui_shows_the_report_as_a_notification(tmp_path: Path) -> None:
+    from tui_chat.core.config import UiSection
+    from tui_chat.core.engine import Engine
+    from tui_chat.ui.app import ChatApp
+
+    cfg = client_config(tmp_path / "store", USER, "token", "ws://127.0.0.1:9")
+    path = cfg.store_path()
+    path.parent.mkdir(parents=True)
+    build_store(path)
+    scribble(path, 0, 100, seed=11)
+    engine = Engine(cfg, "token")
+    report = engine.store.repair_report
+    assert report is not None
+    app = ChatApp(engine, ui=UiSection(bell=False), run_engine=False)
+    try:
+        async with app.run_test(size=(120, 40), notifications=True) as pilot:
+            await pilot.pause()
+            shown = [n for n in app._notifications if n.message == report.line()]
+            assert len(shown) == 1 and shown[0].severity == "warning"
+            # The carried messages are on screen, as failed (stale: they wait for the user).
+            assert engine.conversation("bob").failed + engine.conversation("bob").pending > 0
+    finally:
+        engine.close()
