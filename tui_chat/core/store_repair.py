@@ -439,12 +439,17 @@ def finish_interrupted(path: Path) -> StoreRepair | None:
         # The damaged store is still in place: the fresh one may be half written.
         _remove_db_files(fresh)
         return None
-    db = sqlite3.connect(fresh)
     try:
-        row = db.execute("SELECT value FROM meta WHERE key=?", (REPAIR_META_KEY,)).fetchone()
-    finally:
-        db.close()
-    report = msgspec.json.decode(row[0], type=StoreRepair)
+        db = sqlite3.connect(fresh)
+        try:
+            row = db.execute("SELECT value FROM meta WHERE key=?", (REPAIR_META_KEY,)).fetchone()
+        finally:
+            db.close()
+        report = msgspec.json.decode(row[0], type=StoreRepair)
+    except (sqlite3.Error, msgspec.DecodeError, TypeError):
+        # Not one this module finished writing: what it held is still in the moved copy.
+        _remove_db_files(fresh)
+        return None
     _move_siblings(path, Path(report.moved_to))
     os.rename(fresh, path)
     _fsync_dir(path.parent)
