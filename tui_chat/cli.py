@@ -180,6 +180,7 @@ def _headless(
 
     async def go() -> int:
         engine = Engine(cfg, token, ssl_context=ctx)
+        _report_store_repair(engine)
         if prepare_engine is not None:
             prepare_engine(engine)
         return await run_headless(engine)
@@ -188,6 +189,13 @@ def _headless(
         return asyncio.run(go())
     except KeyboardInterrupt:
         return 130
+
+
+def _report_store_repair(engine: Engine) -> None:
+    """One line on stderr when the store was found damaged and replaced at open."""
+    report = engine.store.repair_report
+    if report is not None:
+        print(f"tui-chat: warning: {report.line()}", file=sys.stderr, flush=True)
 
 
 def _tui(explicit: str | None, force_demo: bool) -> int:
@@ -206,6 +214,7 @@ async def _run_app(cfg: client_config.ClientConfig, token: str, ctx: ssl.SSLCont
     from tui_chat.ui.app import ChatApp
 
     engine = Engine(cfg, token, ssl_context=ctx)
+    _report_store_repair(engine)  # stays on the terminal after the TUI exits; also a toast
     app = ChatApp(engine, ui=cfg.ui, keymap=cfg.keys)
     try:
         await app.run_async()

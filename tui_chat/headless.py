@@ -237,6 +237,8 @@ EXIT_AUTH_FAILED = 3
 
 async def run_headless(engine: Engine) -> int:
     headless = Headless(engine)
+    if (repair := engine.store.repair_report) is not None:  # also one line on stderr (cli)
+        headless.emit({"event": "store_repaired", **msgspec.structs.asdict(repair)})
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

@@ -10,10 +10,15 @@ Writes of incoming messages are batched into one transaction that the engine
 commits at a short interval: they are the server's data, so losing an
 uncommitted batch in a crash only means replaying it. The outbox is
 different: :meth:`LocalStore.add_outbox` commits before it returns.
+
+Opening checks the file (``PRAGMA quick_check``); a damaged one is replaced by a
+fresh store that keeps its readable outbox (see :mod:`tui_chat.core.store_repair`),
+and :attr:`LocalStore.repair_report` says what happened.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,7 +29,9 @@ try:
 except ImportError:  # Windows: no advisory locks here; one client per account is on the user.
     fcntl = None  # type: ignore[assignment]
 
+from tui_chat.core import store_repair
 from tui_chat.core.models import ChatMessage, ConversationSummary, OutState
+from tui_chat.core.store_repair import StoreDamaged, StoreRepair
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -50,7 +57,10 @@ CREATE TABLE IF NOT EXISTS messages (
     ts         INTEGER NOT NULL,
     PRIMARY KEY (conv, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS messages_client_id ON messages (sender, client_id);
+-- No index on (sender, client_id): no query of the client looks a message up that way (its
+-- own messages are found through the outbox), and one with random client ids made catch-up
+-- of one large conversation 2.4x slower per message (see docs/benchmarks.md).
+DROP INDEX IF EXISTS messages_client_id;
 CREATE TABLE IF NOT EXISTS outbox (
     client_id        TEXT PRIMARY KEY,
     peer             TEXT NOT NULL,
@@ -63,7 +73,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     state            TEXT NOT NULL,
     error            TEXT,
     retryable        INTEGER NOT NULL DEFAULT 1,
-    next_attempt_at  INTEGER NOT NULL DEFAULT 0,
     conv             TEXT,
     seq              INTEGER
 );
@@ -152,30 +161,97 @@ def _lock_exclusively(lock_path: Path) -> IO[bytes]:
     return handle
 
 
+# quick_check's findings are many lines; the user's one line quotes the first few.
+_CHECK_PROBLEMS: Final = 3
+
+
+def _init_schema(db: sqlite3.Connection, user: str) -> None:
+    """Create what is missing and claim or check the owner (inside a transaction)."""
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    row = db.execute("SELECT value FROM meta WHERE key='user'").fetchone()
+    if row is None:
+        db.execute("INSERT INTO meta(key, value) VALUES ('user', ?)", (user,))
+    elif row[0] != user:
+        raise StoreError(f"{_db_file(db)} belongs to user {row[0]!r}, not {user!r}")
+
+
+def _db_file(db: sqlite3.Connection) -> str:
+    row = db.execute("PRAGMA database_list").fetchone()
+    return str(row[2])
+
+
+def _sqlite_failure(path: Path, exc: sqlite3.Error) -> Exception:
+    """StoreDamaged if ``exc`` says the bytes are bad; else a StoreError no repair fixes
+    (permissions, disk full, another program's lock)."""
+    if store_repair.is_damage(exc):
+        return StoreDamaged(str(exc))
+    return StoreError(f"cannot open the local store {path}: {exc}")
+
+
+def _check_integrity(path: Path) -> None:
+    """Raise StoreDamaged unless ``path`` is absent or a sound SQLite file.
+
+    The check opens the file read-only: a damaged file must reach the side
+    untouched, and a read-write connection may write to it (fold a WAL in on close).
+    """
+    if not os.path.lexists(path):
+        return
+    if not path.is_file():
+        raise StoreDamaged("a directory is in its place" if path.is_dir() else "not a file")
+    try:
+        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise _sqlite_failure(path, exc) from None
+    try:
+        found = [str(r[0]) for r in db.execute(f"PRAGMA quick_check({_CHECK_PROBLEMS})")]
+    except sqlite3.Error as exc:
+        raise _sqlite_failure(path, exc) from None
+    finally:
+        db.close()
+    if found != ["ok"]:
+        text = " ".join("; ".join(found).split())  # one line, whatever SQLite wrote
+        raise StoreDamaged(f"integrity check: {text[:160]}")
+
+
+def _connect_checked(path: Path, user: str) -> sqlite3.Connection:
+    """Open the store at ``path``: StoreDamaged if its bytes are bad, else StoreError if
+    it cannot be opened."""
+    _check_integrity(path)
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise _sqlite_failure(path, exc) from None
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: an outbox row must survive power loss once send() returned.
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("BEGIN IMMEDIATE")
+        _init_schema(db, user)
+        db.execute("COMMIT")
+    except sqlite3.Error as exc:
+        db.close()
+        raise _sqlite_failure(path, exc) from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class LocalStore:
     def __init__(self, path: Path, user: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.user = user
+        # The lock comes first: the check and any repair happen under it.
         self._lock = _lock_exclusively(path.with_name(path.name + ".lock"))
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: an outbox row must survive power loss once send() returned.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._in_tx = False
-        self._db.execute("BEGIN IMMEDIATE")
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                self._db.execute(statement)
-        owner = self._meta("user")
-        if owner is None:
-            self._set_meta("user", user)
-        elif owner != user:
-            self._db.execute("ROLLBACK")
-            self._db.close()
+        try:
+            self.repair_report = self._open(path, user)
+        except BaseException:
             self._lock.close()
-            raise StoreError(f"{path} belongs to user {owner!r}, not {user!r}")
-        self._db.execute("COMMIT")
+            raise
+        self._in_tx = False
         # conv id <-> peer, loaded once: every incoming message needs them.
         self._peer_of: dict[str, str] = {}
         self._conv_of: dict[str, str] = {}
@@ -183,11 +259,37 @@ class LocalStore:
         # Highest stored seq per conversation, filled lazily (see _top_seq): it bounds the
         # watermark scan, so in-order messages need no lookup to advance the watermark.
         self._top: dict[str, int] = {}
-        for peer, conv, wm in self._db.execute("SELECT peer, conv, wm FROM conversations"):
+        # Per-message changes to a conversation's row (unread, last_ts, wm) wait here and are
+        # written once per conversation when the batch commits (_write_conversations): one
+        # INSERT per incoming message instead of three statements. read_seq is mirrored so
+        # the unread count can be decided without reading the row.
+        self._read_seq: dict[str, int] = {}
+        self._unread_add: dict[str, int] = {}
+        self._last_ts: dict[str, int] = {}
+        self._wm_moved: set[str] = set()
+        for peer, conv, wm, read_seq in self._db.execute(
+            "SELECT peer, conv, wm, read_seq FROM conversations"
+        ):
+            self._read_seq[peer] = read_seq
             if conv is not None:
                 self._peer_of[conv] = peer
                 self._conv_of[peer] = conv
                 self._wm[conv] = wm
+
+    def _open(self, path: Path, user: str) -> StoreRepair | None:
+        """Connect; a damaged file is replaced first. Returns what a repair did, if any."""
+        try:
+            repair = store_repair.finish_interrupted(path)
+            try:
+                self._db = _connect_checked(path, user)
+            except StoreDamaged as damage:
+                repair = store_repair.repair(path, user, damage.reason, _init_schema)
+                self._db = _connect_checked(path, user)
+        except StoreDamaged as damage:  # the fresh store too: the disk is lying
+            raise StoreError(f"the local store {path} is damaged ({damage.reason})") from None
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot repair the damaged local store {path}: {exc}") from None
+        return repair
 
     def close(self) -> None:
         self.commit()
@@ -203,8 +305,29 @@ class LocalStore:
 
     def commit(self) -> None:
         if self._in_tx:
+            self._write_conversations()
             self._db.execute("COMMIT")
             self._in_tx = False
+
+    def _write_conversations(self) -> None:
+        """Write the conversation changes held back by insert_message/advance_watermark.
+
+        Called inside the open transaction: at commit (so the watermark commits with the
+        messages below it) and before anything reads or sets these columns.
+        """
+        if self._unread_add or self._last_ts:
+            self._db.executemany(
+                "UPDATE conversations SET unread=unread+?, last_ts=max(last_ts, ?) WHERE peer=?",
+                [(self._unread_add.get(peer, 0), ts, peer) for peer, ts in self._last_ts.items()],
+            )
+            self._unread_add.clear()
+            self._last_ts.clear()
+        if self._wm_moved:
+            self._db.executemany(
+                "UPDATE conversations SET wm=? WHERE conv=?",
+                [(self._wm[conv], conv) for conv in self._wm_moved],
+            )
+            self._wm_moved.clear()
 
     @property
     def dirty(self) -> bool:
@@ -249,6 +372,7 @@ class LocalStore:
     def reset_for_epoch(self, epoch: str) -> None:
         """The server's history was reset: drop the replica, keep unsent messages."""
         self._begin()
+        self._write_conversations()
         self._db.execute("DELETE FROM messages")
         self._db.execute("UPDATE conversations SET conv=NULL, wm=0, read_seq=0, unread=0")
         self._db.execute("DELETE FROM outbox WHERE state=?", (OutState.SENT.value,))
@@ -259,6 +383,7 @@ class LocalStore:
         self._conv_of.clear()
         self._wm.clear()
         self._top.clear()
+        self._read_seq.clear()
 
     def watermarks(self) -> dict[str, int]:
         return {conv: wm for conv, wm in self._wm.items() if wm > 0}
@@ -302,12 +427,11 @@ class LocalStore:
         elif seq > top:
             self._top[conv] = seq
         peer = self._peer_of[conv]
-        # One statement: unread counts messages from the peer above our read position.
-        self._db.execute(
-            "UPDATE conversations SET unread=unread+(CASE WHEN ? AND ?>read_seq THEN 1 ELSE 0 END),"
-            " last_ts=max(last_ts, ?) WHERE peer=?",
-            (sender != self.user, seq, ts, peer),
-        )
+        # Unread counts messages from the peer above our read position.
+        if sender != self.user and seq > self._read_seq.get(peer, 0):
+            self._unread_add[peer] = self._unread_add.get(peer, 0) + 1
+        if ts > self._last_ts.get(peer, -(2**63)):
+            self._last_ts[peer] = ts
         return True
 
     def _top_seq(self, conv: str) -> int:
@@ -335,22 +459,9 @@ class LocalStore:
             wm += 1
         if wm != start:
             self._begin()
-            self._db.execute("UPDATE conversations SET wm=? WHERE conv=?", (wm, conv))
             self._wm[conv] = wm
+            self._wm_moved.add(conv)
         return wm
-
-    def missing_below(self, conv: str, seq: int) -> bool:
-        return seq > self._wm.get(conv, 0) + 1
-
-    def lowest_seq(self, conv: str) -> int | None:
-        row = self._db.execute("SELECT min(seq) FROM messages WHERE conv=?", (conv,)).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
-
-    def stored_view(
-        self, conv: str, seq: int, sender: str, to: str, client_id: str, body: str, ts: int
-    ) -> ChatMessage:
-        """The view of a message just stored with these values (no read back)."""
-        return self._msg_view((conv, seq, sender, to, client_id, body, ts))
 
     def message_view(self, conv: str, seq: int) -> ChatMessage | None:
         row = self._db.execute(
@@ -377,10 +488,13 @@ class LocalStore:
 
     def mark_read(self, peer: str, seq: int) -> bool:
         self._begin()
+        self._write_conversations()
         cur = self._db.execute(
             "UPDATE conversations SET read_seq=?, unread=0 WHERE peer=? AND read_seq<?",
             (seq, peer, seq),
         )
+        if cur.rowcount > 0:
+            self._read_seq[peer] = seq
         return cur.rowcount > 0
 
     def set_read_from_server(self, conv: str, user: str, read_seq: int) -> None:
@@ -388,8 +502,10 @@ class LocalStore:
         if peer is None:
             return
         self._begin()
+        self._write_conversations()
         if user == self.user:
             # Another device of ours read further: recount what is still unread.
+            self._read_seq[peer] = max(self._read_seq.get(peer, 0), read_seq)
             self._db.execute(
                 "UPDATE conversations SET read_seq=max(read_seq, ?) WHERE peer=?",
                 (read_seq, peer),
@@ -530,6 +646,8 @@ class LocalStore:
         return [self._msg_view(r) for r in rows]
 
     def peers(self) -> list[str]:
+        if self._in_tx:
+            self._write_conversations()  # the order is by last_ts
         return [
             r[0]
             for r in self._db.execute(
@@ -538,6 +656,8 @@ class LocalStore:
         ]
 
     def summary(self, peer: str, open_rows: Iterable[OutboxRow]) -> ConversationSummary:
+        if self._in_tx:
+            self._write_conversations()  # unread is read below
         row = self._db.execute(
             "SELECT conv, unread, read_seq, peer_read_seq FROM conversations WHERE peer=?",
             (peer,),
@@ -569,10 +689,6 @@ class LocalStore:
             read_seq=int(read_seq),
             peer_read_seq=int(peer_read),
         )
-
-    def count_messages(self) -> int:
-        row = self._db.execute("SELECT count(*) FROM messages").fetchone()
-        return int(row[0])
 
     def all_messages(self) -> list[ChatMessage]:
         """Every stored message (for checkers and tests), by conversation and seq."""

@@ -163,6 +163,14 @@ class ChatApp(App[int]):
             self.open_conversation(summaries[0].peer)
         else:
             self._set_title()
+        if (repair := self.engine.store.repair_report) is not None:  # a damaged store
+            self.notify(
+                repair.line(),
+                title="Local store replaced",
+                severity="warning",
+                timeout=60,
+                markup=False,
+            )
         self.refresh_status()
         self.set_interval(1.0, self._tick)
         self.composer.focus()
