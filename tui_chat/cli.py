@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import ssl
 import sys
@@ -11,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tui_chat import __version__
+from tui_chat import __version__, config_template
 from tui_chat.configfile import ConfigError
 from tui_chat.core import config as client_config
 from tui_chat.core.store import StoreError
@@ -19,46 +20,12 @@ from tui_chat.core.store import StoreError
 if TYPE_CHECKING:
     from tui_chat.core.engine import Engine
 
-TEMPLATE = """\
-# tui-chat configuration. Every key is optional unless marked "required".
-# Check it with: tui-chat config check
-
-[server]
-url = "ws://127.0.0.1:8765"          # ws:// or wss://
-# ca_file = "/path/to/ca.pem"        # trust a private CA for wss://
-
-[account]
-user = "alice"                       # required
-# Exactly one of these three:
-token = "paste the token from `tui-chat-server add-user alice` here"
-# token_file = "~/.config/tui-chat/token"
-# token_command = ["pass", "show", "tui-chat"]
-
-# [storage]
-# dir = "~/.local/share/tui-chat"    # where the local message store lives
-
-# [sync]
-# freshness_window = 300.0           # seconds a pending message is retried automatically
-# backoff_initial = 0.5              # first reconnect delay ceiling (full jitter)
-# backoff_cap = 30.0                 # longest reconnect delay
-# stable_after = 10.0                # link must stay up this long to reset the backoff
-# ping_interval = 15.0               # keepalive ping every ... seconds
-# ping_timeout = 10.0                # ... and give up on the link after this
-# connect_timeout = 10.0
-# ack_timeout = 10.0                 # no ack within this: reconnect and resend
-# on_failure = "hold"                # "hold" later messages behind a failed one, or "continue"
-
-# [ui]
-# theme = "textual-dark"
-# bell = true                        # ring for a new message in another conversation
-# notify_failures = true
-# notify_connection = true
-
-# [keys]                             # remap by binding id, e.g.:
-# retry = "r"
-# give_up = "d,delete"
-# retry_all = "ctrl+r"
-"""
+# Written once, from the config Structs (tui_chat/config_template.py).
+TEMPLATE = config_template.template()
+# Exit codes besides 0 and argparse's 2 for usage (a bad config file is 2 as well).
+EXIT_CONFIG = 2
+EXIT_REFUSED = 3  # the server refused the login (as for headless)
+EXIT_UNREACHABLE = 4  # no answer, or not a tui-chat server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,32 +42,77 @@ def build_parser() -> argparse.ArgumentParser:
     headless = sub.add_parser("headless", help="JSON lines on stdin/stdout, for scripts and bots")
     headless.add_argument("--config", dest="sub_config", help="config file")
     headless.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    headless.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep running after stdin ends, for incoming messages (stop with SIGTERM/SIGINT)",
+    )
     cfg = sub.add_parser("config", help="create, locate or check the config file")
     cfg.add_argument("action", choices=["init", "path", "check"])
     cfg.add_argument("--config", dest="sub_config", help="config file")
+    cfg.add_argument(
+        "--online",
+        action="store_true",
+        help="check: also log in to the server once and report why it was refused",
+    )
     return parser
 
 
 def load_config(explicit: str | None) -> tuple[client_config.ClientConfig, Path]:
+    """Everything start-up would trip on, as one ConfigError naming file and key."""
     path = client_config.resolve_config_path(explicit)
     cfg = client_config.load(path)
+    check_theme(cfg, path)
     check_keys(cfg, path)
     return cfg, path
 
 
-def check_keys(cfg: client_config.ClientConfig, path: Path) -> None:
+def check_theme(cfg: client_config.ClientConfig, path: Path) -> None:
+    from textual.theme import BUILTIN_THEMES
+
+    if cfg.ui.theme not in BUILTIN_THEMES:
+        raise ConfigError(
+            path,
+            "ui.theme",
+            f"unknown theme {cfg.ui.theme!r}; expected one of " + ", ".join(sorted(BUILTIN_THEMES)),
+        )
+
+
+def check_keys(cfg: client_config.ClientConfig, path: Path) -> list[str]:
+    """Raise for an unknown binding id or a key no terminal sends; return warnings."""
     if not cfg.keys:
-        return
+        return []
+    from tui_chat import keynames
     from tui_chat.ui.keys import binding_ids
 
     known = binding_ids()
-    for binding_id in cfg.keys:
+    warnings: list[str] = []
+    for binding_id, keys in cfg.keys.items():
         if binding_id not in known:
             raise ConfigError(
                 path,
                 f"keys.{binding_id}",
                 "unknown binding id; expected one of " + ", ".join(sorted(known)),
             )
+        names = [k.strip() for k in keys.split(",")]
+        for key in names:
+            support = keynames.support(key)
+            if support is keynames.KeySupport.NEVER:
+                raise ConfigError(
+                    path,
+                    f"keys.{binding_id}",
+                    f"no terminal sends the key {key!r}"
+                    + (" (an empty name between commas)" if not key else "")
+                    + "; expected keys separated by commas, each "
+                    + keynames.examples(),
+                )
+            if support is keynames.KeySupport.KITTY_ONLY:
+                warnings.append(
+                    f"{path}: key {'keys.' + binding_id!r}: {key!r} arrives only from terminals"
+                    " with the kitty keyboard protocol (kitty, foot, WezTerm, Ghostty), not"
+                    " through tmux or xterm"
+                )
+    return warnings
 
 
 def ssl_context(cfg: client_config.ClientConfig, path: Path) -> ssl.SSLContext | None:
@@ -123,21 +135,24 @@ def main(
     args = build_parser().parse_args(argv)
     try:
         if args.command == "headless":
-            return _headless(args.sub_config or args.config, args.verbose, prepare_engine)
+            return _headless(
+                args.sub_config or args.config, args.verbose, args.follow, prepare_engine
+            )
         if args.command == "config":
-            return _config_command(args.action, args.sub_config or args.config)
+            return _config_command(args.action, args.sub_config or args.config, args.online)
         return _tui(args.config, args.demo)
     except (ConfigError, StoreError) as exc:
         print(f"tui-chat: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
 
 
-def _warn_permissions(cfg: client_config.ClientConfig, path: Path) -> None:
-    for warning in client_config.permission_warnings(cfg, path):
+def _warn(cfg: client_config.ClientConfig, path: Path) -> None:
+    warnings = client_config.permission_warnings(cfg, path) + check_keys(cfg, path)
+    for warning in warnings:
         print(f"tui-chat: warning: {warning}", file=sys.stderr)
 
 
-def _config_command(action: str, explicit: str | None) -> int:
+def _config_command(action: str, explicit: str | None, online: bool = False) -> int:
     path = client_config.resolve_config_path(explicit)
     if action == "path":
         print(path)
@@ -153,16 +168,36 @@ def _config_command(action: str, explicit: str | None) -> int:
         print(f"wrote {path}; edit [server] and [account], then run: {check}")
         return 0
     cfg, path = load_config(explicit)
-    _warn_permissions(cfg, path)
-    client_config.resolve_token(cfg, path)
-    ssl_context(cfg, path)
+    _warn(cfg, path)
+    token = client_config.resolve_token(cfg, path)
+    ctx = ssl_context(cfg, path)
     print(f"{path}: OK (user {cfg.account.user} at {cfg.server.url}, store {cfg.store_path()})")
-    return 0
+    if not online:
+        return 0
+    from tui_chat.login_check import check_login
+
+    result = asyncio.run(
+        check_login(cfg.server.url, cfg.account.user, token, ctx, cfg.sync.connect_timeout)
+    )
+    if result.ok:
+        print(f"{cfg.server.url}: {result.message}")
+        return 0
+    print(f"tui-chat: {cfg.server.url}: {result.message}", file=sys.stderr)
+    return EXIT_REFUSED if result.code is not None else EXIT_UNREACHABLE
+
+
+def _token_source(cfg: client_config.ClientConfig, path: Path) -> Callable[[], str]:
+    # Read once now: a token that cannot be read at start is a config error (exit 2),
+    # before anything starts. The engine calls the source again before the login that
+    # follows a refused one (F5), so a rotated token_file or token_command is picked up.
+    first = client_config.resolve_token(cfg, path)
+    return client_config.token_source(cfg, path, first=first)
 
 
 def _headless(
     config_path: str | None,
     verbose: bool,
+    follow: bool = False,
     prepare_engine: Callable[[Engine], object] | None = None,
 ) -> int:
     from tui_chat.core.engine import Engine
@@ -174,8 +209,8 @@ def _headless(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     cfg, path = load_config(config_path)
-    _warn_permissions(cfg, path)
-    token = client_config.resolve_token(cfg, path)
+    _warn(cfg, path)
+    token = _token_source(cfg, path)
     ctx = ssl_context(cfg, path)
 
     async def go() -> int:
@@ -183,7 +218,7 @@ def _headless(
         _report_store_repair(engine)
         if prepare_engine is not None:
             prepare_engine(engine)
-        return await run_headless(engine)
+        return await run_headless(engine, follow=follow)
 
     try:
         return asyncio.run(go())
@@ -203,13 +238,28 @@ def _tui(explicit: str | None, force_demo: bool) -> int:
     if force_demo or (explicit is None and not path.exists()):
         return asyncio.run(_run_demo())
     cfg, path = load_config(explicit)
-    _warn_permissions(cfg, path)
-    token = client_config.resolve_token(cfg, path)
+    _warn(cfg, path)
+    token = _token_source(cfg, path)
     ctx = ssl_context(cfg, path)
     return asyncio.run(_run_app(cfg, token, ctx))
 
 
-async def _run_app(cfg: client_config.ClientConfig, token: str, ctx: ssl.SSLContext | None) -> int:
+async def _tune_gc(_pilot: object) -> None:
+    """Run once the app is mounted (Textual's ready hook: ``run_async(auto_pilot=...)``)."""
+    # Everything built so far lives as long as the app: keep it out of the
+    # garbage collector's full passes, which otherwise stall message delivery
+    # for tens of milliseconds (measured in benchmarks/ui_bench.py).
+    gc.freeze()
+    # Full passes come every 10 middle-generation passes by default; with a
+    # screen that allocates on every frame that is several a second, each one a
+    # visible stall. Every 1,000 keeps cycles collected without the stalls.
+    gen0, gen1, _ = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, 1000)
+
+
+async def _run_app(
+    cfg: client_config.ClientConfig, token: Callable[[], str], ctx: ssl.SSLContext | None
+) -> int:
     from tui_chat.core.engine import Engine
     from tui_chat.ui.app import ChatApp
 
@@ -217,7 +267,7 @@ async def _run_app(cfg: client_config.ClientConfig, token: str, ctx: ssl.SSLCont
     _report_store_repair(engine)  # stays on the terminal after the TUI exits; also a toast
     app = ChatApp(engine, ui=cfg.ui, keymap=cfg.keys)
     try:
-        await app.run_async()
+        await app.run_async(auto_pilot=_tune_gc)
     finally:
         engine.close()
     return 0
@@ -232,7 +282,7 @@ async def _run_demo() -> int:
     engine = await demo.start()
     app = ChatApp(engine, demo=demo)
     try:
-        await app.run_async()
+        await app.run_async(auto_pilot=_tune_gc)
     finally:
         await demo.stop()
         engine.close()

@@ -9,26 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import stat
 import sys
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, BinaryIO, Protocol, TypeVar
 
 import msgspec
 
 from tui_chat.core.engine import Engine
-from tui_chat.core.models import (
-    ChatMessage,
-    ConnectionChanged,
-    ConnState,
-    ConversationChanged,
-    EpochReset,
-    Event,
-    HistoryLoaded,
-    MessageAdded,
-    MessageChanged,
-    OutState,
-    ServerNotice,
-    Synced,
-)
+from tui_chat.core.models import ConnState, Event, OutState
+
+T = TypeVar("T")
 
 
 class _Cmd(msgspec.Struct, tag_field="cmd", forbid_unknown_fields=True):
@@ -103,55 +96,23 @@ _ESCAPE_MORE = {
 }
 
 
-def _message_fields(m: ChatMessage) -> dict[str, Any]:
-    return {
-        "peer": m.peer,
-        "sender": m.sender,
-        "client_id": m.client_id,
-        "body": m.body,
-        "ts": m.ts,
-        "own": m.own,
-        "conv": m.conv,
-        "seq": m.seq,
-        "state": None if m.state is None else m.state.value,
-        "error": m.error,
-        "retryable": m.retryable,
-        "held": m.held,
-    }
-
-
 def event_to_json(event: Event) -> dict[str, Any]:
-    if isinstance(event, MessageAdded):
-        return {"event": "message", "replay": event.replay, **_message_fields(event.message)}
-    if isinstance(event, MessageChanged):
-        return {"event": "state", **_message_fields(event.message)}
-    if isinstance(event, ConnectionChanged):
-        s = event.status
-        return {
-            "event": "connection",
-            "state": s.state.value,
-            "attempt": s.attempt,
-            "retry_in": s.retry_in,
-            "reason": s.reason,
-        }
-    if isinstance(event, ConversationChanged):
-        c = event.summary
-        return {
-            "event": "conversation",
-            "peer": c.peer,
-            "conv": c.conv,
-            "unread": c.unread,
-            "failed": c.failed,
-            "pending": c.pending,
-        }
-    if isinstance(event, Synced):
-        return {"event": "synced", "applied": event.applied}
-    if isinstance(event, HistoryLoaded):
-        return {"event": "history", "peer": event.peer, "count": len(event.messages)}
-    if isinstance(event, ServerNotice):
-        return {"event": "notice", "code": event.code, "reason": event.reason}
-    assert isinstance(event, EpochReset)
-    return {"event": "epoch", "old": event.old, "new": event.new}
+    """One output line for any engine event, derived from the event's own Struct.
+
+    ``event`` is the Struct's tag (``message``, ``state``, ``connection``...). An event
+    about one thing (a message, a connection status, a conversation summary) has that
+    thing's fields at the top level, beside the event's own (``replay``): the documented
+    lines, and a new event type or field in tui_chat/core/models.py appears here without
+    an edit. A test checks that no event's fields collide when flattened.
+    """
+    data = msgspec.to_builtins(event)
+    out: dict[str, Any] = {"event": data.pop("type")}
+    for name, value in data.items():
+        if isinstance(getattr(event, name), msgspec.Struct):
+            out.update(value)
+        else:
+            out[name] = value
+    return out
 
 
 class Headless:
@@ -219,54 +180,153 @@ class Headless:
         return True
 
 
-async def _until_no_pending(engine: Engine) -> None:
+async def _until(engine: Engine, done: Callable[[], bool]) -> None:
+    """Wait until ``done()``, checked after every engine event."""
     changed = asyncio.Event()
     unsubscribe = engine.subscribe(lambda _event: changed.set())
     try:
-        while engine.status.state is not ConnState.AUTH_FAILED and any(
-            r.state is OutState.PENDING for r in engine.pending_rows()
-        ):
+        while not done():
             changed.clear()
             await changed.wait()
     finally:
         unsubscribe()
 
 
+def _refused(engine: Engine) -> bool:
+    # Final until someone calls reconnect_now(), which needs a command on stdin.
+    return engine.status.state is ConnState.AUTH_FAILED
+
+
+async def _until_no_pending(engine: Engine) -> None:
+    await _until(
+        engine,
+        lambda: (
+            _refused(engine) or not any(r.state is OutState.PENDING for r in engine.pending_rows())
+        ),
+    )
+
+
 EXIT_AUTH_FAILED = 3
+MAX_LINE = 1 << 20
 
 
-async def run_headless(engine: Engine) -> int:
+class _FileLines:
+    """Lines of a regular file or ``/dev/null``, which an event loop cannot watch.
+
+    ``connect_read_pipe`` accepts only pipes, sockets and character devices that epoll
+    supports; ``tui-chat headless < commands.jsonl`` and ``< /dev/null`` (a bot that only
+    listens) must work too. Reading such a file never blocks for long, so it is read
+    here directly, one line per turn of the loop so the engine runs between lines.
+    """
+
+    def __init__(self, stream: BinaryIO, limit: int) -> None:
+        self._stream = stream
+        self._limit = limit
+
+    async def readline(self) -> bytes:
+        await asyncio.sleep(0)
+        line = self._stream.readline(self._limit + 1)
+        if len(line) > self._limit and not line.endswith(b"\n"):
+            while (rest := self._stream.readline(self._limit)) and not rest.endswith(b"\n"):
+                pass  # skip the rest of the over-long line, as StreamReader does
+            raise ValueError("line too long")
+        return line
+
+
+class _LineSource(Protocol):
+    async def readline(self) -> bytes: ...
+
+
+async def _open_stdin(stdin: BinaryIO) -> _LineSource:
+    mode = os.fstat(stdin.fileno()).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stdin.isatty()):
+        # A regular file, /dev/null, or another device epoll refuses (EPERM, raised
+        # later in a loop callback rather than here, so it must be decided up front).
+        return _FileLines(stdin, MAX_LINE)
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_LINE)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
+    return reader
+
+
+async def run_headless(
+    engine: Engine, *, follow: bool = False, stdin: BinaryIO | None = None
+) -> int:
+    """Serve JSON lines until ``quit``, the end of stdin, or SIGTERM/SIGINT.
+
+    At the end of stdin it finishes what is queued and exits, or with ``follow`` keeps
+    running for incoming messages until a signal. A signal exits cleanly: the engine
+    stops, the outbox is already on disk, and the status is 0 (or 3 for a refused token).
+    """
     headless = Headless(engine)
     if (repair := engine.store.repair_report) is not None:  # also one line on stderr (cli)
         headless.emit({"event": "store_repaired", **msgspec.structs.asdict(repair)})
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    lines = await _open_stdin(stdin if stdin is not None else sys.stdin.buffer)
+    signalled = asyncio.Event()
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, signalled.set)
+            handled.append(sig)
     runner = asyncio.create_task(engine.run())
     try:
-        while True:
-            try:
-                line = await reader.readline()
-            except ValueError:
-                headless.emit({"event": "error", "code": "bad_command", "reason": "line too long"})
-                continue
-            if not line:
-                # stdin closed (e.g. a piped script ended): finish what was
-                # queued first; pending messages end as sent or failed.
-                await _until_no_pending(engine)
-                break
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError:
-                headless.emit({"event": "error", "code": "bad_command", "reason": "not UTF-8"})
-                continue
-            if not headless.handle_line(text):
-                break
+        await _serve(headless, lines, signalled, follow)
         # For scripts: 3 when the server refused the token (nothing could be sent).
         rejected = engine.status.state is ConnState.AUTH_FAILED
     finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
         await engine.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
         engine.close()
     return EXIT_AUTH_FAILED if rejected else 0
+
+
+async def _first(aw: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """``aw``'s result, or None if ``stop`` is set first (``aw`` is then cancelled)."""
+    task = asyncio.ensure_future(aw)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
+async def _serve(
+    headless: Headless, lines: _LineSource, signalled: asyncio.Event, follow: bool
+) -> None:
+    engine = headless.engine
+    while not signalled.is_set():
+        try:
+            line = await _first(lines.readline(), signalled)
+        except ValueError:
+            headless.emit({"event": "error", "code": "bad_command", "reason": "line too long"})
+            continue
+        if line is None:
+            return  # a signal
+        if not line:
+            if follow:
+                # A bot: stdin was only for start-up commands (or /dev/null); stay for
+                # incoming messages until told to stop, or until the token is refused
+                # (nothing could arrive, and no command can ask for a reconnect).
+                await _first(_until(engine, lambda: _refused(engine)), signalled)
+            else:
+                # stdin closed (e.g. a piped script ended): finish what was
+                # queued first; pending messages end as sent or failed.
+                await _first(_until_no_pending(engine), signalled)
+            return
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            headless.emit({"event": "error", "code": "bad_command", "reason": "not UTF-8"})
+            continue
+        if not headless.handle_line(text):
+            return

@@ -29,11 +29,7 @@ def headless_toml(
     path: Path, store: Path, user: str, token: str, url: str, *, ca_file: Path | None = None
 ) -> Path:
     """A client config as a user writes it, with ``ca_file`` in ``[server]`` when given."""
-    write_client_toml(path, client_config(store, user, token, url))
-    if ca_file is not None:
-        text = path.read_text(encoding="utf-8")
-        text = text.replace("[storage]", f"ca_file = {json.dumps(str(ca_file))}\n[storage]", 1)
-        path.write_text(text, encoding="utf-8")
+    write_client_toml(path, client_config(store, user, token, url, ca_file=ca_file))
     client_config_module.load(path)  # the file is valid
     return path
 

@@ -39,7 +39,10 @@ class HeadlessProc:
         ]
 
     @classmethod
-    async def start(cls, config_path: Path) -> HeadlessProc:
+    async def start(
+        cls, config_path: Path, *args: str, stdin: Any = asyncio.subprocess.PIPE
+    ) -> HeadlessProc:
+        """``tui-chat headless --config PATH ARGS``; ``stdin`` may be a file or DEVNULL."""
         env = subprocess_env(PYTHONUNBUFFERED="1")
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -48,7 +51,8 @@ class HeadlessProc:
             "headless",
             "--config",
             str(config_path),
-            stdin=asyncio.subprocess.PIPE,
+            *args,
+            stdin=stdin,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env=env,

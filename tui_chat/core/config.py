@@ -9,70 +9,145 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
 import platformdirs
 
 from tui_chat import configfile
 from tui_chat.configfile import ConfigError
+from tui_chat.protocol import USER_RE
 
 APP_NAME = "tui-chat"
 ENV_CONFIG = "TUI_CHAT_CONFIG"
 
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
+# Every setting is declared once, here: its type, its default and a one-line description
+# (``msgspec.Meta(description=...)``). ``tui-chat config init`` writes its template and
+# docs/config.md shows its table from these declarations (tui_chat/config_template.py),
+# and a test keeps the committed copy in sync. ``examples`` give the template a value for
+# settings without a default; ``extra={"template": "set"}`` writes a setting uncommented.
+SET: Final = {"template": "set"}
+
+
+def _doc(description: str, **meta: Any) -> msgspec.Meta:
+    return msgspec.Meta(description=description, **meta)
+
 
 class ServerSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    url: Annotated[str, msgspec.Meta(pattern=r"^wss?://")] = "ws://127.0.0.1:8765"
-    # CA bundle (PEM) to trust for wss:// with a private or self-signed certificate.
-    ca_file: str | None = None
+    """Where the chat server is."""
+
+    # Checked by check_url (scheme, host, port range) for a message that says which part.
+    url: Annotated[
+        str,
+        _doc("the server's address: ws://HOST:PORT or wss://HOST:PORT", extra=SET),
+    ] = "ws://127.0.0.1:8765"
+    ca_file: Annotated[
+        str | None,
+        _doc("CA bundle (PEM) to trust for a private wss:// server", examples=["/path/to/ca.pem"]),
+    ] = None
 
 
 class AccountSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    user: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,31}$")]
-    token: str | None = None
-    token_file: str | None = None
-    # A command whose standard output is the token (e.g. a password manager).
-    token_command: list[str] | None = None
+    """Who you are on that server. Give exactly one of token, token_file, token_command."""
+
+    user: Annotated[
+        str,
+        msgspec.Meta(pattern=USER_RE.pattern),
+        _doc(
+            "your user name (1-32 of a-z 0-9 _ . -, starting with a letter or digit)",
+            examples=["alice"],
+        ),
+    ]
+    token: Annotated[
+        str | None,
+        _doc(
+            "the token printed by `tui-chat-server add-user NAME`",
+            examples=["paste the token from `tui-chat-server add-user alice` here"],
+            extra=SET,
+        ),
+    ] = None
+    token_file: Annotated[
+        str | None,
+        _doc(
+            "a file holding the token (read again after a refused login)",
+            examples=["~/.config/tui-chat/token"],
+        ),
+    ] = None
+    token_command: Annotated[
+        list[str] | None,
+        _doc(
+            "a command that prints the token, e.g. a password manager",
+            examples=[["pass", "show", "tui-chat"]],
+        ),
+    ] = None
 
 
 class StorageSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    dir: str | None = None
+    """Where the local message store (outbox and history) lives."""
+
+    dir: Annotated[
+        str | None,
+        _doc(
+            "directory of the local store (default: the user data dir)",
+            examples=["~/.local/share/tui-chat"],
+        ),
+    ] = None
 
 
 class SyncSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    # Pending messages older than this are not sent without the user's word.
-    freshness_window: Seconds = 300.0
-    backoff_initial: Seconds = 0.5
-    backoff_cap: Seconds = 30.0
-    # The backoff resets only after a link has stayed up this long.
-    stable_after: Seconds = 10.0
-    ping_interval: Seconds = 15.0
-    ping_timeout: Seconds = 10.0
-    connect_timeout: Seconds = 10.0
-    # No ack within this time: the link is suspect, reconnect and resend.
-    ack_timeout: Seconds = 10.0
-    # "hold": later messages to a peer wait behind a failed one; "continue": send them.
-    on_failure: Literal["hold", "continue"] = "hold"
+    """Retries, freshness and keepalive (seconds)."""
+
+    freshness_window: Annotated[
+        Seconds,
+        _doc("a pending message is retried automatically while younger; then it waits for you"),
+    ] = 300.0
+    backoff_initial: Annotated[
+        Seconds, _doc("ceiling of the first reconnect wait (full jitter)")
+    ] = 0.5
+    backoff_cap: Annotated[Seconds, _doc("largest reconnect wait")] = 30.0
+    stable_after: Annotated[
+        Seconds, _doc("the link must stay up this long before the backoff resets")
+    ] = 10.0
+    ping_interval: Annotated[Seconds, _doc("keepalive ping every this many seconds")] = 15.0
+    ping_timeout: Annotated[Seconds, _doc("no pong within this: the link is dead")] = 10.0
+    connect_timeout: Annotated[Seconds, _doc("limit for the handshake and the login")] = 10.0
+    ack_timeout: Annotated[
+        Seconds, _doc("no ack within this: reconnect and resend after catch-up")
+    ] = 10.0
+    on_failure: Annotated[
+        Literal["hold", "continue"],
+        _doc('"hold" later messages to a peer behind a failed one, or "continue"'),
+    ] = "hold"
 
 
 class UiSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    theme: str = "textual-dark"
-    bell: bool = True
-    notify_failures: bool = True
-    notify_connection: bool = True
+    """How the terminal UI looks and what it announces."""
+
+    theme: Annotated[str, _doc("a Textual theme name (config check lists them)")] = "textual-dark"
+    bell: Annotated[bool, _doc("ring for a new message in another conversation")] = True
+    notify_failures: Annotated[bool, _doc("a toast when a message fails")] = True
+    notify_connection: Annotated[bool, _doc("a toast when the connection drops or returns")] = True
 
 
 class ClientConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    account: AccountSection
+    # In the order the template and docs/config.md show them.
     server: ServerSection = msgspec.field(default_factory=ServerSection)
+    account: AccountSection
     storage: StorageSection = msgspec.field(default_factory=StorageSection)
     sync: SyncSection = msgspec.field(default_factory=SyncSection)
     ui: UiSection = msgspec.field(default_factory=UiSection)
-    # Binding id → key(s), e.g. retry = "r" or quit = "ctrl+q,f10".
-    keys: dict[str, str] = {}
+    keys: Annotated[
+        dict[str, str],
+        _doc(
+            'Remap keys by binding id: ID = "KEY" or "KEY1,KEY2" (config check lists the ids)',
+            examples=[{"retry": "r", "give_up": "d,delete", "retry_all": "ctrl+r"}],
+        ),
+    ] = {}
 
     def data_dir(self) -> Path:
         if self.storage.dir:
@@ -97,9 +172,38 @@ def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
     return default_config_path()
 
 
+def check_url(url: str, path: Path | None) -> None:
+    """What the pattern cannot say: a host, and a port the socket layer accepts.
+
+    Without this a port like 99999 passes the pattern and then fails deep inside the
+    connection code, long after start-up said nothing.
+    """
+    expected = "expected ws://HOST[:PORT][/PATH] or wss://HOST[:PORT][/PATH]"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        if "port" in str(exc).lower():  # "Port out of range 0-65535", "Port could not be cast"
+            raise ConfigError(
+                path, "server.url", f"bad port in {url!r}; expected a port from 1 to 65535"
+            ) from None
+        raise ConfigError(path, "server.url", f"{exc} in {url!r}; {expected}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise ConfigError(path, "server.url", f"scheme {parts.scheme!r} in {url!r}; {expected}")
+    if not parts.hostname:
+        raise ConfigError(path, "server.url", f"no host in {url!r}; {expected}")
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError(
+            path, "server.url", f"port {port} in {url!r} is out of range; expected 1-65535"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(path, "server.url", f"query or fragment in {url!r}; {expected}")
+
+
 def load(path: Path) -> ClientConfig:
     """Read and validate a config file; raises :class:`ConfigError`."""
     cfg = configfile.load(path, ClientConfig)
+    check_url(cfg.server.url, path)
     sources = [
         k for k in ("token", "token_file", "token_command") if getattr(cfg.account, k) is not None
     ]
@@ -135,8 +239,11 @@ def resolve_token(cfg: ClientConfig, path: Path | None = None) -> str:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ConfigError(path, "account.token_command", f"cannot run: {exc}") from None
         if done.returncode != 0:
+            said = _last_line(done.stderr)
             raise ConfigError(
-                path, "account.token_command", f"exited with status {done.returncode}"
+                path,
+                "account.token_command",
+                f"exited with status {done.returncode}" + (f": {said}" if said else ""),
             )
         token = done.stdout
     token = token.strip()
@@ -151,6 +258,37 @@ def resolve_token(cfg: ClientConfig, path: Path | None = None) -> str:
             " printed by: tui-chat-server add-user NAME",
         )
     return token
+
+
+def _last_line(text: str) -> str:
+    """The command's last words, safe for a one-line message (no control characters)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = "".join(ch if ch.isprintable() else "?" for ch in lines[-1])
+    return line[:200]
+
+
+def token_source(
+    cfg: ClientConfig, path: Path | None = None, *, first: str | None = None
+) -> Callable[[], str]:
+    """A callable that reads the token afresh each time (for the engine).
+
+    The engine calls it at start and again before the login that follows a refused one,
+    so a token rotated in ``token_file`` or the password manager is picked up by F5
+    without a restart. It raises :class:`ConfigError` (one line: file, key, problem)
+    when the token cannot be read; the engine shows that as the reason it is not online.
+    ``first`` is a token the caller already read to check it at start: the first call
+    returns it rather than running ``token_command`` a second time.
+    """
+    already = [first] if first is not None else []
+
+    def read() -> str:
+        if already:
+            return already.pop()
+        return resolve_token(cfg, path)
+
+    return read
 
 
 def permission_warnings(cfg: ClientConfig, path: Path | None) -> list[str]:

@@ -8,19 +8,16 @@ traceback, whichever command read it.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import Run, env_for, tui_chat, uncomment_template, write
 from tui_chat import __version__
 from tui_chat.cli import TEMPLATE
-
-TIMEOUT = 30
 
 GOOD = """\
 [server]
@@ -30,57 +27,6 @@ url = "ws://127.0.0.1:1"
 user = "alice"
 token = "secret"
 """
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def err_lines(self) -> list[str]:
-        return self.err.strip().splitlines()
-
-
-def env_for(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "TUI_CHAT_"))}
-    env.update(
-        HOME=str(tmp_path / "home"),
-        XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
-        XDG_DATA_HOME=str(tmp_path / "xdg-data"),
-        XDG_STATE_HOME=str(tmp_path / "xdg-state"),
-        XDG_CACHE_HOME=str(tmp_path / "xdg-cache"),
-        NO_COLOR="1",
-    )
-    return env
-
-
-def tui_chat(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> Run:
-    """Run ``tui-chat ARGS`` without a terminal; a case that opened the TUI would time out."""
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "tui_chat.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            env=env or env_for(tmp_path),
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"tui-chat {' '.join(args)} did not exit within {TIMEOUT} s: {exc}")
-    return Run(done.returncode, done.stdout, done.stderr)
-
-
-def write(path: Path, text: str | bytes, mode: int = 0o600) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(text, bytes):
-        path.write_bytes(text)
-    else:
-        path.write_text(text, encoding="utf-8")
-    path.chmod(mode)
-    return path
 
 
 # ---------------------------------------------------------------- bad files
@@ -101,7 +47,29 @@ BAD_FILES: list[tuple[str, str | bytes, tuple[str, ...]]] = [
     ("not-a-table", "account = 3\n", ("account", "object")),
     ("out-of-range", ACCOUNT + "[sync]\nfreshness_window = -1\n", ("sync.freshness_window", "> 0")),
     ("bad-choice", ACCOUNT + '[sync]\non_failure = "drop"\n', ("sync.on_failure",)),
-    ("bad-url", ACCOUNT + '[server]\nurl = "http://x"\n', ("server.url", "wss?://")),
+    ("bad-url-scheme", ACCOUNT + '[server]\nurl = "http://x"\n',
+     ("server.url", "scheme 'http'", "wss://HOST")),
+    # Start-up used to pass these and crash (traceback, exit 0) when the engine connected.
+    ("port-out-of-range", ACCOUNT + '[server]\nurl = "ws://127.0.0.1:99999"\n',
+     ("server.url", "ws://127.0.0.1:99999", "port from 1 to 65535")),
+    ("port-zero", ACCOUNT + '[server]\nurl = "ws://127.0.0.1:0"\n',
+     ("server.url", "port 0", "1-65535")),
+    ("port-not-a-number", ACCOUNT + '[server]\nurl = "ws://chat.example:http"\n',
+     ("server.url", "port from 1 to 65535")),
+    ("url-without-host", ACCOUNT + '[server]\nurl = "ws://:8765"\n',
+     ("server.url", "no host", "ws://HOST")),
+    ("unknown-theme", ACCOUNT + '[ui]\ntheme = "solarised"\n',
+     ("ui.theme", "'solarised'", "expected one of", "textual-dark", "nord")),
+    ("key-wrong-case", ACCOUNT + '[keys]\nretry = "Ctrl+R"\n',
+     ("keys.retry", "no terminal sends the key 'Ctrl+R'", "ctrl+a", "f1")),
+    ("key-modifiers-out-of-order", ACCOUNT + '[keys]\ngive_up = "d,shift+ctrl+d"\n',
+     ("keys.give_up", "'shift+ctrl+d'")),
+    ("key-alt-with-dash", ACCOUNT + '[keys]\nnext_unread = "alt-a"\n',
+     ("keys.next_unread", "'alt-a'", "alt+a")),
+    ("key-shift-letter", ACCOUNT + '[keys]\nretry = "shift+r"\n', ("keys.retry", "'shift+r'")),
+    ("key-empty-in-list", ACCOUNT + '[keys]\nretry = "r,"\n', ("keys.retry", "empty name")),
+    ("key-misspelt-name", ACCOUNT + '[keys]\nquit = "ctrl+q,escpe"\n',
+     ("keys.quit", "'escpe'", "escape")),
     ("bad-user-name", '[account]\nuser = "Alice!"\ntoken = "t"\n', ("account.user",)),
     ("missing-user", '[account]\ntoken = "t"\n', ("account", "user")),
     ("missing-account", '[server]\nurl = "ws://h:1"\n', ("account",)),
@@ -207,21 +175,10 @@ def test_config_init_writes_the_template_and_never_overwrites(tmp_path: Path) ->
     assert target.read_text(encoding="utf-8") == GOOD
 
 
-def _uncomment_template(text: str) -> str:
-    """The template with every optional setting switched on (one token source kept)."""
-    out = []
-    for line in text.splitlines():
-        m = re.match(r"^# (\[[a-z]+\](?:\s+#.*)?|[a-z_]+ = .*)$", line)
-        if m and not re.match(r"# (token_file|token_command|ca_file) ", line):
-            line = m.group(1)
-        out.append(line)
-    return "\n".join(out) + "\n"
-
-
 def test_config_check_passes_on_the_edited_template(tmp_path: Path) -> None:
     assert tui_chat(tmp_path, "config", "init").code == 0
     target = tmp_path / "xdg-config" / "tui-chat" / "config.toml"
-    edited = _uncomment_template(target.read_text(encoding="utf-8"))
+    edited = uncomment_template(target.read_text(encoding="utf-8"))
     edited = edited.replace('user = "alice"', 'user = "dave"')
     edited = re.sub(r'^token = ".*"', 'token = "s3cret"', edited, flags=re.M)
     edited = edited.replace("ws://127.0.0.1:8765", "ws://chat.example:9000")
