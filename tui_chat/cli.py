@@ -228,7 +228,7 @@ def _headless(
 
 def _report_store_repair(engine: Engine) -> None:
     """One line on stderr when the store was found damaged and replaced at open."""
-    report = engine.store.repair_report
+    report = engine.store_repair
     if report is not None:
         print(f"tui-chat: warning: {report.line()}", file=sys.stderr, flush=True)
 

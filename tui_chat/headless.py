@@ -259,7 +259,7 @@ async def run_headless(
     stops, the outbox is already on disk, and the status is 0 (or 3 for a refused token).
     """
     headless = Headless(engine)
-    if (repair := engine.store.repair_report) is not None:  # also one line on stderr (cli)
+    if (repair := engine.store_repair) is not None:  # also one line on stderr (cli)
         headless.emit({"event": "store_repaired", **msgspec.structs.asdict(repair)})
     loop = asyncio.get_running_loop()
     lines = await _open_stdin(stdin if stdin is not None else sys.stdin.buffer)

@@ -36,6 +36,7 @@ from tui_chat.core.models import (
 from tui_chat.core.outbox import Outbox
 from tui_chat.core.replica import Replica
 from tui_chat.core.store import LocalStore, OutboxRow
+from tui_chat.core.store_repair import StoreRepair
 from tui_chat.core.sync import SyncCore
 from tui_chat.core.transport import Retry, SessionEnd, Transport
 from tui_chat.core.ws_transport import Direction, WebSocketTransport
@@ -144,6 +145,11 @@ class Engine:
     @property
     def stopping(self) -> bool:
         return self._stopping
+
+    @property
+    def store_repair(self) -> StoreRepair | None:
+        """What was done to a damaged local store at open (None: it was sound)."""
+        return self.store.repair_report
 
     def outbox_count(self) -> int:
         """Messages written but not yet settled (pending, failed or cancelling)."""
@@ -392,11 +398,12 @@ class Engine:
         if self._status.state is ConnState.ONLINE and self._status.silent_since != since:
             self._set_status(replace(self._status, silent_since=since))
 
-    def _read_token(self) -> str | SessionEnd:
+    async def _read_token(self) -> str | SessionEnd:
         if self._token is None:
             source = self._token_source
             try:
-                self._token = source() if callable(source) else source
+                # In a thread: a token_command may take seconds, and the UI shares this loop.
+                self._token = await asyncio.to_thread(source) if callable(source) else source
             except Exception as exc:  # a token_command or token_file: say why, wait for F5
                 return SessionEnd(f"cannot read the token: {exc}", Retry.WAIT_FOR_USER)
         return self._token
@@ -416,7 +423,7 @@ class Engine:
                 )
             )
             started = time.monotonic()
-            token = self._read_token()
+            token = await self._read_token()
             if isinstance(token, SessionEnd):
                 end = token
             else:

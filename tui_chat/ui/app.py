@@ -163,7 +163,7 @@ class ChatApp(App[int]):
             self.open_conversation(summaries[0].peer)
         else:
             self._set_title()
-        if (repair := self.engine.store.repair_report) is not None:  # a damaged store
+        if (repair := self.engine.store_repair) is not None:  # a damaged store
             self.notify(
                 repair.line(),
                 title="Local store replaced",
