@@ -228,6 +228,10 @@ class FrameError(Exception):
     """A frame that could not be decoded; ``code`` is an :class:`ErrorCode`."""
 
     def __init__(self, code: str, reason: str) -> None:
+        # msgspec quotes the offending value, which may hold control characters: the
+        # reason goes into error frames, logs and the status line, so escape them.
+        if not reason.isprintable():
+            reason = "".join(c if c.isprintable() else repr(c)[1:-1] for c in reason)
         super().__init__(reason)
         self.code = code
         self.reason = reason
@@ -256,8 +260,9 @@ def _classify(data: bytes | str, exc: msgspec.DecodeError, known: frozenset[str]
         return FrameError(ErrorCode.BAD_JSON, f"malformed JSON: {exc}")
     try:
         raw = msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        return FrameError(ErrorCode.BAD_JSON, f"malformed JSON: {exc}")
+    except msgspec.DecodeError as err:
+        # The typed decoder stopped at a wrong tag before it reached the broken part.
+        return FrameError(ErrorCode.BAD_JSON, f"malformed JSON: {err}")
     except (UnicodeDecodeError, RecursionError) as err:
         # The typed decoder stopped at a wrong field before reaching the unreadable part.
         return _unparsable(err)
