@@ -8,15 +8,18 @@ the list the engine's order) and the app connects them to engine commands.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
+from typing import TypeVar
 
 from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
@@ -62,6 +65,22 @@ def _jump_binding(n: int) -> Binding:
         priority=True,
         id=f"jump_{n}",
     )
+
+
+M = TypeVar("M", bound=Message)
+
+
+def while_shown(
+    handler: Callable[[ChatApp, M], None],
+) -> Callable[[ChatApp, M], None]:
+    """Skip an engine event that arrives after the screen is gone (shutting down)."""
+
+    @functools.wraps(handler)
+    def run(app: ChatApp, message: M) -> None:
+        if app.query(MessageView):
+            handler(app, message)
+
+    return run
 
 
 class ChatApp(App[int]):
@@ -503,6 +522,7 @@ class ChatApp(App[int]):
         return peer == self.peer
 
     @on(ev.MessageAdded)
+    @while_shown
     def _message_added(self, message: ev.MessageAdded) -> None:
         event = message.event
         msg = event.message
@@ -517,6 +537,7 @@ class ChatApp(App[int]):
         self._refresh_status()
 
     @on(ev.MessageChanged)
+    @while_shown
     def _message_changed(self, message: ev.MessageChanged) -> None:
         msg = message.event.message
         if self._is_open(msg.peer):
@@ -530,6 +551,7 @@ class ChatApp(App[int]):
         self._refresh_status()
 
     @on(ev.ConversationChanged)
+    @while_shown
     def _conversation_changed(self, message: ev.ConversationChanged) -> None:
         summary = message.event.summary
         if self.conv_list.update_summary(summary):
@@ -538,6 +560,7 @@ class ChatApp(App[int]):
             self.open_conversation(summary.peer)
 
     @on(ev.ConnectionChanged)
+    @while_shown
     def _connection_changed(self, message: ev.ConnectionChanged) -> None:
         state = message.event.status.state
         if state is ConnState.ONLINE:
@@ -560,17 +583,20 @@ class ChatApp(App[int]):
         self._refresh_status()
 
     @on(ev.HistoryLoaded)
+    @while_shown
     def _history_loaded(self, message: ev.HistoryLoaded) -> None:
         event = message.event
         if self._is_open(event.peer):
             self.view.prepend(event.messages, complete=event.complete)
 
     @on(ev.Synced)
+    @while_shown
     def _synced(self, message: ev.Synced) -> None:
         if self.peer is not None and self.screen.is_active:
             self.engine.mark_read(self.peer)
 
     @on(ev.ServerNotice)
+    @while_shown
     def _server_notice(self, message: ev.ServerNotice) -> None:
         self.notify(
             f"Server: {clean(message.event.reason, single_line=True)}",
@@ -579,12 +605,14 @@ class ChatApp(App[int]):
         )
 
     @on(ev.EpochReset)
+    @while_shown
     def _epoch_reset(self, message: ev.EpochReset) -> None:
         self.notify("The server's history was reset; resynchronising", markup=False)
         if self.peer is not None:
             self.open_conversation(self.peer)
 
     @on(ev.DeliveredAnyway)
+    @while_shown
     def _delivered_anyway(self, message: ev.DeliveredAnyway) -> None:
         msg = message.event.message
         if self._is_open(msg.peer):
@@ -602,6 +630,7 @@ class ChatApp(App[int]):
         self._refresh_status()
 
     @on(ev.GapUnfillable)
+    @while_shown
     def _gap_unfillable(self, message: ev.GapUnfillable) -> None:
         gap = message.event
         first, last = gap.after + 1, gap.before - 1

@@ -8,9 +8,13 @@ The real-terminal half (a burst of keys and a bracketed paste through tmux) is i
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from textual import events
+from textual.pilot import Pilot
 
 from harness.faultproxy import FaultProxy
 from harness.serverproc import ServerProcess
@@ -33,7 +37,7 @@ from tests.support.ui import (
 )
 from tests.support.wire import RunningServer, db_rows
 from tui_chat.core.models import ChatMessage, DeliveredAnyway, Event, OutState
-from tui_chat.ui.app import ESC_DIGIT_KEYS
+from tui_chat.ui.app import ESC_DIGIT_KEYS, ChatApp
 from tui_chat.ui.render import Hints, state_line
 from tui_chat.ui.screens import NewConversationScreen
 
@@ -43,12 +47,20 @@ def server_bodies(db_path: Path, sender: str = "alice") -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def at_end_nothing_selected(app: object) -> bool:
-    from tui_chat.ui.app import ChatApp
-
-    assert isinstance(app, ChatApp)
+def at_end_nothing_selected(app: ChatApp) -> bool:
     c = app.composer
     return c.cursor_location == c.document.end and c.selection.is_empty
+
+
+@contextlib.asynccontextmanager
+async def talking_to_bob(
+    url: str, token: str, tmp_path: Path, **sync: Any
+) -> AsyncIterator[tuple[ChatApp, Pilot[int]]]:
+    """alice's app, online, with the conversation with bob open (through ctrl+o)."""
+    async with running_app(url, token, tmp_path / "a", **sync) as (app, pilot):
+        await online(app, pilot)
+        await open_with(app, pilot, "bob")
+        yield app, pilot
 
 
 # ---------------------------------------------------------------- Enter sends the text before it
@@ -57,12 +69,10 @@ def at_end_nothing_selected(app: object) -> bool:
 async def test_each_enter_sends_the_text_before_it_once(
     chat_server: RunningServer, tmp_path: Path
 ) -> None:
-    async with running_app(chat_server.url, chat_server.tokens["alice"], tmp_path / "a") as (
+    async with talking_to_bob(chat_server.url, chat_server.tokens["alice"], tmp_path) as (
         app,
         pilot,
     ):
-        await online(app, pilot)
-        await open_with(app, pilot, "bob")
         keys: list[str] = []
         for i in range(5):
             keys += [*f"k{i}", "enter"]
@@ -78,12 +88,10 @@ async def test_each_enter_sends_the_text_before_it_once(
 async def test_newline_keys_and_a_paste_make_one_multi_line_message(
     chat_server: RunningServer, tmp_path: Path
 ) -> None:
-    async with running_app(chat_server.url, chat_server.tokens["alice"], tmp_path / "a") as (
+    async with talking_to_bob(chat_server.url, chat_server.tokens["alice"], tmp_path) as (
         app,
         pilot,
     ):
-        await online(app, pilot)
-        await open_with(app, pilot, "bob")
         await pilot.press(*"line one", "ctrl+j", *"line two", "enter")
         # A bracketed paste, with the CR line ends a terminal sends: one message, all lines.
         app.post_message(events.Paste("pasted 1\rpasted 2\r\npasted 3"))
@@ -106,12 +114,10 @@ async def test_newline_keys_and_a_paste_make_one_multi_line_message(
 async def test_a_body_over_the_limit_shows_a_counter_and_is_not_sent(
     chat_server: RunningServer, tmp_path: Path
 ) -> None:
-    async with running_app(chat_server.url, chat_server.tokens["alice"], tmp_path / "a") as (
+    async with talking_to_bob(chat_server.url, chat_server.tokens["alice"], tmp_path) as (
         app,
         pilot,
     ):
-        await online(app, pilot)
-        await open_with(app, pilot, "bob")
         limit = app.engine.max_body
         too_long = "x" * (limit + 1)
         app.post_message(events.Paste(too_long))
@@ -168,12 +174,10 @@ async def test_drafts_survive_a_restart_per_conversation(
 async def test_edit_puts_the_text_in_the_composer_cursor_at_the_end(
     server_process: ServerProcess, tmp_path: Path
 ) -> None:
-    async with running_app(server_process.url, server_process.tokens["alice"], tmp_path / "a") as (
+    async with talking_to_bob(server_process.url, server_process.tokens["alice"], tmp_path) as (
         app,
         pilot,
     ):
-        await online(app, pilot)
-        await open_with(app, pilot, "bob")
         cid = await fail_one(app, pilot, server_process, "meet at 5")
         await pilot.press("up")
         assert app.view.current().client_id == cid  # type: ignore[union-attr]
@@ -197,12 +201,10 @@ async def test_edit_puts_the_text_in_the_composer_cursor_at_the_end(
 async def test_a_stray_key_in_the_messages_goes_to_the_composer(
     server_process: ServerProcess, tmp_path: Path
 ) -> None:
-    async with running_app(server_process.url, server_process.tokens["alice"], tmp_path / "a") as (
+    async with talking_to_bob(server_process.url, server_process.tokens["alice"], tmp_path) as (
         app,
         pilot,
     ):
-        await online(app, pilot)
-        await open_with(app, pilot, "bob")
         cid = await fail_one(app, pilot, server_process, "keep me")
         await pilot.press("up")
         assert app.focused is app.view
@@ -217,12 +219,10 @@ async def test_a_stray_key_in_the_messages_goes_to_the_composer(
 async def test_undo_give_up_brings_the_message_back(
     server_process: ServerProcess, tmp_path: Path
 ) -> None:
-    async with running_app(server_process.url, server_process.tokens["alice"], tmp_path / "a") as (
+    async with talking_to_bob(server_process.url, server_process.tokens["alice"], tmp_path) as (
         app,
         pilot,
     ):
-        await online(app, pilot)
-        await open_with(app, pilot, "bob")
         cid = await fail_one(app, pilot, server_process, "undo me")
         await pilot.press("up", "d")
         # Given up (or cancelling, until the server is told): either way undoable now,
