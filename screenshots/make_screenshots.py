@@ -31,6 +31,7 @@ from tui_chat.core.engine import Engine
 from tui_chat.core.models import ChatMessage, ConnState, OutState
 from tui_chat.demo import DEMO_SYNC, Demo
 from tui_chat.ui.app import ChatApp
+from tui_chat.ui.demo_app import DemoApp
 from tui_chat.ui.screens import HelpScreen
 
 HERE = Path(__file__).resolve().parent
@@ -97,7 +98,7 @@ def save(app: ChatApp, out: Path, name: str) -> None:
 async def shoot(out: Path, size: tuple[int, int], root: Path) -> None:
     demo = Demo(root=root)
     engine = await demo.start()
-    app = ChatApp(engine, demo=demo)
+    app = DemoApp(engine, demo)
     try:
         # Toasts are part of these states (failure, lost connection): run_test hides
         # them unless asked.

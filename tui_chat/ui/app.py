@@ -1,12 +1,18 @@
-"""The tui-chat Textual app: conversation list, message view, composer, status line."""
+"""The tui-chat Textual app: conversation list, message view, composer, status line.
+
+The app is a router. Engine events arrive as one Textual message class each
+(:mod:`tui_chat.ui.engine_events`) and each has one handler below; the widgets
+own their state (the composer its text and edit, the status line its rendering,
+the list the engine's order) and the app connects them to engine commands.
+"""
 
 from __future__ import annotations
 
-import gc
+import functools
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
-from typing import Protocol
+from typing import TypeVar
 
 from rich.text import Text
 from textual import on
@@ -17,45 +23,64 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Static
 
+from tui_chat.core import models
 from tui_chat.core.config import UiSection
 from tui_chat.core.engine import Engine
-from tui_chat.core.models import (
-    ConnectionChanged,
-    ConnState,
-    ConversationChanged,
-    EpochReset,
-    Event,
-    HistoryLoaded,
-    MessageAdded,
-    MessageChanged,
-    OutState,
-    ServerNotice,
-    Synced,
-)
+from tui_chat.core.models import ChatMessage, ConnState, Event, OutState
 from tui_chat.protocol import USER_RE
+from tui_chat.ui import engine_events as ev
+from tui_chat.ui.composer import Composer
 from tui_chat.ui.message_view import MessageView
 from tui_chat.ui.render import Hints
 from tui_chat.ui.sanitize import clean
 from tui_chat.ui.screens import HelpScreen, NewConversationScreen
-from tui_chat.ui.widgets import Composer, ConversationList, StatusBar, status_text
+from tui_chat.ui.widgets import ConversationList, StatusBar
 
 PAGE = 200
 # The connection must be down this long before we interrupt the user with a toast.
 OUTAGE_NOTICE_AFTER = 3.0
+# In tmux and xterm alt+digit arrives as ESC+digit, which Textual reads as the
+# character a Mac keyboard makes with option+digit: bind those key names as well.
+ESC_DIGIT_KEYS = {
+    1: "inverted_exclamation_mark",
+    2: "trade_mark_sign",
+    3: "pound_sign",
+    4: "cent_sign",
+    5: "infinity",
+    6: "section_sign",
+    7: "pilcrow_sign",
+    8: "bullet",
+    9: "ª",
+}
 
 
-class DemoControl(Protocol):
-    outage: bool
+def _jump_binding(n: int) -> Binding:
+    # Priority: the terminal's alt+digit is a printable character the composer would
+    # otherwise take as text.
+    return Binding(
+        f"alt+{n},{ESC_DIGIT_KEYS[n]}",
+        f"jump({n})",
+        f"Conversation {n}",
+        show=False,
+        priority=True,
+        id=f"jump_{n}",
+    )
 
-    def toggle_outage(self) -> bool: ...
+
+M = TypeVar("M", bound=Message)
 
 
-class EngineEvent(Message):
-    """An engine event, delivered on the app's message queue."""
+def while_shown(
+    handler: Callable[[ChatApp, M], None],
+) -> Callable[[ChatApp, M], None]:
+    """Skip an engine event that arrives after the screen is gone (shutting down)."""
 
-    def __init__(self, event: Event) -> None:
-        super().__init__()
-        self.event = event
+    @functools.wraps(handler)
+    def run(app: ChatApp, message: M) -> None:
+        if app.query(MessageView):
+            handler(app, message)
+
+    return run
 
 
 class ChatApp(App[int]):
@@ -68,7 +93,6 @@ class ChatApp(App[int]):
     # screen are in HELP_TEXT, keyed by binding id.
     BINDINGS = [
         Binding("f1,question_mark", "help", "Help", id="help"),
-        Binding("f6", "toggle_outage", "Cut/restore net", priority=True, id="demo_outage"),
         Binding("ctrl+r", "retry_all", "Retry all", priority=True, id="retry_all"),
         Binding(
             "ctrl+n", "next_conversation(1)", "Next chat", priority=True, id="next_conversation"
@@ -85,22 +109,20 @@ class ChatApp(App[int]):
         Binding("ctrl+o", "new_conversation", "New chat", priority=True, id="new_conversation"),
         Binding("f5", "reconnect", "Reconnect", priority=True, id="reconnect"),
         Binding("ctrl+q", "quit", "Quit", priority=True, id="quit"),
-        *(
-            Binding(f"alt+{n}", f"jump({n})", f"Conversation {n}", show=False, id=f"jump_{n}")
-            for n in range(1, 10)
-        ),
+        *(_jump_binding(n) for n in range(1, 10)),
     ]
     HELP_TEXT = {
         "help": "this help",
-        "demo_outage": "demo only: cut / restore the network to the local server",
         "retry_all": "retry every failed message (works while typing)",
         "next_conversation": "next conversation",
         "previous_conversation": "previous conversation",
         "next_unread": "next conversation with unread messages",
         "new_conversation": "start a conversation with a user by name",
         "reconnect": "reconnect now (skips the wait; retries a rejected token)",
-        "quit": "quit",
+        "quit": "quit (the draft is kept)",
     }
+    # Shown first on the status line (the demo sets one).
+    STATUS_BADGE: Text | None = None
 
     def __init__(
         self,
@@ -108,46 +130,59 @@ class ChatApp(App[int]):
         *,
         ui: UiSection | None = None,
         keymap: dict[str, str] | None = None,
-        demo: DemoControl | None = None,
         run_engine: bool = True,
     ) -> None:
         super().__init__()
         self.engine = engine
         self.ui = ui or UiSection()
         self._keymap = dict(keymap or {})
-        self.demo = demo
         self._run_engine = run_engine
         self.peer: str | None = None
-        self._drafts: dict[str, str] = {}
-        # client_id of the failed message being edited in the composer, if any.
-        self._editing: str | None = None
-        self._edit_backup = ""
-        self._failed_burst: list[str] = []
+        # Failures not yet told, by client_id: a message is counted once, however
+        # many times its row changes while failed.
+        self._failed_burst: dict[str, ChatMessage] = {}
+        self._failed_now: set[str] = set()
+        self._last_given_up: str | None = None
         self._offline_since: float | None = None
         self._outage_notified = False
+        self._reorder_due = False
         self._unsubscribe: Callable[[], None] | None = None
-        self._last_status: Text | None = None
 
     # ------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
             with Vertical(id="sidebar"):
-                yield Label("Conversations", id="sidebar-title")
+                yield Label("Conversations · alt+N opens N", id="sidebar-title")
                 yield ConversationList(id="conversations")
             with Vertical(id="chat"):
                 yield Static("", id="chat-title", markup=False)
                 yield MessageView(id="messages", hints=self._hints())
                 yield Static("", id="new-below", markup=False)
-                yield Composer(placeholder="Write a message, Enter sends", id="composer")
-        yield StatusBar(id="status")
+                yield Composer(id="composer")
+        status = StatusBar(self.engine, id="status")
+        status.badge = self.STATUS_BADGE
+        yield status
         yield Footer()
 
     def _hints(self) -> Hints:
         def key(binding_id: str, default: str) -> str:
             return self._keymap.get(binding_id, default).split(",")[0]
 
-        return Hints(retry=key("retry", "r"), give_up=key("give_up", "d"), edit=key("edit", "e"))
+        return Hints(
+            retry=key("retry", "r"),
+            give_up=key("give_up", "d"),
+            edit=key("edit", "e"),
+            undo=key("undo_give_up", "u"),
+        )
+
+    def _jump_keys(self) -> frozenset[str]:
+        """The keys that jump to a conversation, as the key map has them."""
+        keys: set[str] = set()
+        for n in range(1, 10):
+            default = _jump_binding(n).key
+            keys.update(self._keymap.get(f"jump_{n}", default).split(","))
+        return frozenset(keys)
 
     def on_mount(self) -> None:
         self.theme = self.ui.theme if self.ui.theme in self.available_themes else "textual-dark"
@@ -156,6 +191,8 @@ class ChatApp(App[int]):
         self._unsubscribe = self.engine.subscribe(self._forward_engine_event)
         if self._run_engine:
             self.run_worker(self.engine.run(), name="engine", group="engine", exit_on_error=True)
+        self.composer.max_body = self.engine.max_body
+        self.composer.not_text = self._jump_keys()
         summaries = self.engine.conversations()
         self.conv_list.show(summaries, None)
         self.query_one("#new-below").display = False
@@ -171,20 +208,16 @@ class ChatApp(App[int]):
                 timeout=60,
                 markup=False,
             )
-        self.refresh_status()
         self.set_interval(1.0, self._tick)
         self.composer.focus()
-        # Everything built so far lives as long as the app: keep it out of the
-        # garbage collector's full passes, which otherwise stall message delivery
-        # for tens of milliseconds (measured in benchmarks/ui_bench.py).
-        gc.freeze()
-        # Full passes come every 10 middle-generation passes by default; with a
-        # screen that allocates on every frame that is several a second, each one a
-        # visible stall. Every 1,000 keeps cycles collected without the stalls.
-        gen0, gen1, _ = gc.get_threshold()
-        gc.set_threshold(gen0, gen1, 1000)
+
+    async def action_quit(self) -> None:
+        # Before the widgets go: at unmount the composer may already be removed.
+        self._save_draft()
+        await super().action_quit()
 
     async def on_unmount(self) -> None:
+        self._save_draft()
         if self._unsubscribe is not None:
             self._unsubscribe()
         await self.engine.stop()
@@ -201,24 +234,39 @@ class ChatApp(App[int]):
     def composer(self) -> Composer:
         return self.query_one(Composer)
 
+    def _refresh_status(self) -> None:
+        bars = self.query(StatusBar)
+        if bars:  # shutting down: events can still arrive after the screen is gone
+            bars.first().refresh_status()
+
     # ------------------------------------------------------------ conversations
 
+    def _save_draft(self) -> None:
+        composers = self.query(Composer)
+        if self.peer is not None and composers:
+            self.engine.save_draft(self.peer, composers.first().draft())
+
     def open_conversation(self, peer: str) -> None:
-        if self._editing is not None:
-            self._end_edit(restore=True)
-        if self.peer is not None:
-            self._drafts[self.peer] = self.composer.value
+        composer = self.composer
+        self._save_draft()
+        composer.end_edit()
         self.peer = peer
         page = self.engine.messages(peer, None, PAGE)
         confirmed = [m for m in page if m.seq is not None]
         complete = not confirmed or confirmed[0].seq == 1
         self.view.set_messages(page, complete)
-        self.composer.value = self._drafts.pop(peer, "")
-        self.engine.mark_read(peer)
-        if peer in self.conv_list.summaries:
-            self.conv_list.highlighted = self.conv_list.order.index(peer)
+        composer.peer = peer
+        composer.set_text(self.engine.draft(peer))
+        # Read marks go to the server only while online; an offline open is marked
+        # at Synced, once the catch-up is on screen.
+        if self.engine.status.state is ConnState.ONLINE:
+            self.engine.mark_read(peer)
+        if peer not in self.conv_list.summaries:
+            # A new conversation (ctrl+o) the engine does not list yet: shown last.
+            summaries = [self.conv_list.summaries[p] for p in self.conv_list.order]
+            self.conv_list.show([*summaries, self.engine.conversation(peer)], peer)
         else:
-            self.conv_list.update_summary(self.engine.conversation(peer), peer)
+            self.conv_list.highlighted = self.conv_list.order.index(peer)
         self._set_title()
 
     def _set_title(self) -> None:
@@ -227,6 +275,22 @@ class ChatApp(App[int]):
             title.update(Text("No conversation yet: ctrl+o starts one", style="dim"))
         else:
             title.update(Text(f"Conversation with {clean(self.peer, single_line=True)}"))
+
+    def _reorder_soon(self) -> None:
+        """Show the engine's order again, once for a burst of changes."""
+        if not self._reorder_due:
+            self._reorder_due = True
+            self.set_timer(0.05, self._reorder)
+
+    def _reorder(self) -> None:
+        self._reorder_due = False
+        if not self.query(ConversationList):
+            return  # shutting down: the timer can fire after the screen is gone
+        summaries = self.engine.conversations()
+        listed = {s.peer for s in summaries}
+        # Conversations opened here that have no message yet stay, at the end.
+        extra = [self.conv_list.summaries[p] for p in self.conv_list.order if p not in listed]
+        self.conv_list.show([*summaries, *extra], self.peer)
 
     @on(ConversationList.OptionSelected)
     def _picked(self, event: ConversationList.OptionSelected) -> None:
@@ -267,56 +331,36 @@ class ChatApp(App[int]):
                 self.open_conversation(peer)
                 self.composer.focus()
 
-        self.push_screen(NewConversationScreen(), done)
+        self.push_screen(NewConversationScreen(self.engine.lookup_user), done)
 
     # ------------------------------------------------------------ composing
 
-    # Only the composer: Input.Submitted from a dialog (ctrl+o) bubbles up here too,
-    # and must not be sent as a message.
-    @on(Composer.Submitted, "#composer")
-    def _submit(self, event: Composer.Submitted) -> None:
-        body = event.value
-        if not body.strip():
-            return
-        if self.peer is None:
-            self.notify("Start a conversation first (ctrl+o)", severity="warning", markup=False)
-            return
+    @on(Composer.Send)
+    def _send(self, event: Composer.Send) -> None:
         try:
-            if self._editing is not None:
-                self.engine.edit_and_retry(self._editing, body)
-                self._end_edit(restore=True)
-                return
-            self.engine.send(self.peer, body)
-        except KeyError:
-            self.notify("That message is no longer waiting to be sent", markup=False)
-            self._end_edit(restore=False)
-            return
+            self.engine.send(event.peer, event.body)
         except ValueError as exc:
-            # The text stays in the composer: nothing typed is lost.
+            # Nothing typed is lost: the text goes back to the composer.
+            self.composer.give_back(event.body)
             self.notify(str(exc), severity="error", markup=False)
-            return
-        self.composer.value = ""
 
-    def _start_edit(self, client_id: str, body: str) -> None:
-        if self._editing is None:
-            self._edit_backup = self.composer.value
-        self._editing = client_id
-        self.composer.value = body
-        self.composer.placeholder = "Editing: Enter resends in its place, Esc cancels"
-        self.composer.add_class("editing")
-        self.composer.focus()
+    @on(Composer.Resend)
+    def _resend(self, event: Composer.Resend) -> None:
+        try:
+            self.engine.edit_and_retry(event.client_id, event.body)
+        except KeyError:
+            self.composer.give_back(event.body)
+            self.notify(
+                "That message is no longer waiting to be sent; your edit is back in the composer",
+                markup=False,
+            )
+        except ValueError as exc:
+            self.composer.give_back(event.body)
+            self.notify(str(exc), severity="error", markup=False)
 
-    def _end_edit(self, *, restore: bool) -> None:
-        self._editing = None
-        self.composer.value = self._edit_backup if restore else self.composer.value
-        self._edit_backup = ""
-        self.composer.placeholder = "Write a message, Enter sends"
-        self.composer.remove_class("editing")
-
-    @on(Composer.CancelEdit)
-    def _cancel_edit(self) -> None:
-        if self._editing is not None:
-            self._end_edit(restore=True)
+    @on(Composer.Refused)
+    def _refused(self, event: Composer.Refused) -> None:
+        self.notify(event.reason, severity="warning", markup=False)
 
     @on(Composer.ToMessages)
     def _to_messages(self) -> None:
@@ -328,6 +372,11 @@ class ChatApp(App[int]):
     def _leave_messages(self) -> None:
         self.composer.focus()
 
+    @on(MessageView.TypeAhead)
+    def _type_ahead(self, event: MessageView.TypeAhead) -> None:
+        self.composer.focus()
+        self.composer.insert(event.text)
+
     @on(MessageView.Action)
     def _message_action(self, event: MessageView.Action) -> None:
         msg = event.message
@@ -338,18 +387,52 @@ class ChatApp(App[int]):
                     return
                 self.engine.retry(msg.client_id)
             elif event.kind == "give_up":
-                self.engine.give_up(msg.client_id)
-                self.notify("Message given up: it will not be sent", markup=False)
+                self._give_up(msg.client_id)
             elif event.kind == "edit":
-                self._start_edit(msg.client_id, msg.body)
+                self.composer.start_edit(msg.client_id, msg.body)
         except KeyError:
             self.notify("That message is no longer waiting to be sent", markup=False)
+
+    def _give_up(self, client_id: str) -> None:
+        result = self.engine.give_up(client_id)
+        self._last_given_up = client_id
+        undo = self._hints().undo
+        if result.state is OutState.GIVEN_UP:
+            self.notify(f"Given up: it never left this machine · {undo} undoes", markup=False)
+        else:
+            self.notify(
+                "Cancelling: the message may already have reached the server, so the"
+                f" server is asked not to deliver it · {undo} undoes until it is told",
+                markup=False,
+            )
+
+    @on(MessageView.UndoGiveUp)
+    def _undo_give_up(self, event: MessageView.UndoGiveUp) -> None:
+        cid = event.message.client_id if event.message is not None else self._last_given_up
+        if cid is None:
+            self.notify("No give-up to undo", markup=False)
+            return
+        try:
+            self.engine.undo_give_up(cid)
+        except KeyError:
+            self.notify(
+                "Too late to undo: the server has already been asked not to deliver it",
+                severity="warning",
+                markup=False,
+            )
+            return
+        if cid == self._last_given_up:
+            self._last_given_up = None
+        self.notify(
+            f"Give-up undone: the message waits as ✗ · {self._hints().retry} retries it",
+            markup=False,
+        )
 
     @on(MessageView.NeedOlder)
     async def _need_older(self, event: MessageView.NeedOlder) -> None:
         if self.peer is None:
             return
-        # The page arrives as a HistoryLoaded event.
+        # The page arrives as a HistoryLoaded event: older pages have that one channel.
         await self.engine.load_older(self.peer, event.before, PAGE)
 
     @on(MessageView.UnseenChanged)
@@ -371,44 +454,45 @@ class ChatApp(App[int]):
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(self._help_rows(), self.demo is not None, self._hints()))
+        self.push_screen(HelpScreen(self._help_rows(), self.help_note(), self._hints()))
+
+    def help_note(self) -> str | None:
+        """An extra paragraph for the help screen (the demo explains its F6)."""
+        return None
 
     def _help_rows(self) -> list[tuple[str, str]]:
+        h = self._hints()
         rows = [
             ("Enter", "send the message"),
+            # tmux and xterm send alt+enter as ESC CR, which Textual reads as Enter.
+            (
+                "ctrl+j",
+                "new line in the message (alt+enter too, where the terminal tells it apart)",
+            ),
             ("↑ / Tab (empty composer)", "move into the messages; ↑/↓ select one"),
-            (self._hints().retry, "retry the selected failed message"),
-            (self._hints().give_up, "give up the selected message (never sent)"),
-            (self._hints().edit, "put the selected message back in the composer"),
+            (h.retry, "retry the selected failed message"),
+            (h.give_up, "give up the selected message (cancelled on the server if it got there)"),
+            (h.undo, "undo the last give-up, until the server has been told"),
+            (h.edit, "put the selected message back in the composer"),
+            ("other letters", "in the messages: typed into the composer"),
             ("Esc / Tab", "back to the composer"),
         ]
-        for binding in self.BINDINGS:
-            assert isinstance(binding, Binding)
+        for binding in self._bindings_in_order():
             if binding.id in self.HELP_TEXT:
-                if binding.id == "demo_outage" and self.demo is None:
-                    continue
                 keys = self._keymap.get(binding.id, binding.key)
                 shown = " / ".join(k.replace("question_mark", "?") for k in keys.split(","))
                 rows.append((shown, self.HELP_TEXT[binding.id]))
-        rows.append(("alt+1 … alt+9", "jump to conversation 1 … 9"))
+        rows.append(("alt+1 … alt+9", "jump to the conversation with that number in the list"))
         rows.append(("ctrl+k", "command palette"))
         return rows
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # F6 exists only in the demo: hidden from the footer and inert elsewhere.
-        return not (action == "toggle_outage" and self.demo is None)
-
-    def action_toggle_outage(self) -> None:
-        if self.demo is None:
-            return
-        down = self.demo.toggle_outage()
-        self.notify(
-            "Network cut (demo): messages stay ◷ until they fail or the link returns"
-            if down
-            else "Network restored (demo)",
-            markup=False,
-        )
-        self.refresh_status()
+    def _bindings_in_order(self) -> list[Binding]:
+        found: list[Binding] = []
+        for cls in reversed(type(self).__mro__):
+            for binding in cls.__dict__.get("BINDINGS", []):
+                if isinstance(binding, Binding):
+                    found.append(binding)
+        return found
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:  # type: ignore[type-arg]
         yield from super().get_system_commands(screen)
@@ -432,100 +516,166 @@ class ChatApp(App[int]):
     # ------------------------------------------------------------ engine events
 
     def _forward_engine_event(self, event: Event) -> None:
-        self.post_message(EngineEvent(event))
+        self.post_message(ev.wrap(event))
 
-    @on(EngineEvent)
-    def _engine_event(self, message: EngineEvent) -> None:
+    def _is_open(self, peer: str) -> bool:
+        return peer == self.peer
+
+    @on(ev.MessageAdded)
+    @while_shown
+    def _message_added(self, message: ev.MessageAdded) -> None:
         event = message.event
-        if isinstance(event, MessageAdded | MessageChanged):
-            msg = event.message
-            if msg.peer == self.peer:
-                if not self._comes_by_prepend(event):
-                    self.view.upsert(msg)
-                # During a catch-up the read mark is set once, at Synced, not per message.
-                live = isinstance(event, MessageAdded) and not event.replay
-                if live and not msg.own and self.screen.is_active:
-                    self.engine.mark_read(msg.peer)
-            elif (
-                isinstance(event, MessageAdded)
-                and not msg.own
-                and not event.replay
-                and self.ui.bell
-            ):
-                self.bell()
-            if isinstance(event, MessageChanged) and msg.state is OutState.FAILED:
-                self._failed(msg.peer, msg.error or "not delivered")
-            self.refresh_status()
-        elif isinstance(event, ConversationChanged):
-            self.conv_list.update_summary(event.summary, self.peer)
-            if self.peer is None:
-                self.open_conversation(event.summary.peer)
-        elif isinstance(event, ConnectionChanged):
-            self._connection(event)
-        elif isinstance(event, EpochReset):
-            self.notify("The server's history was reset; resynchronising", markup=False)
-            if self.peer is not None:
-                self.open_conversation(self.peer)
-        elif isinstance(event, ServerNotice):
-            self.notify(
-                f"Server: {clean(event.reason, single_line=True)}",
-                severity="warning",
-                markup=False,
-            )
-        elif isinstance(event, Synced):
-            if self.peer is not None and self.screen.is_active:
-                self.engine.mark_read(self.peer)
-        elif isinstance(event, HistoryLoaded) and event.peer == self.peer:
-            older = event.messages
-            self.view.prepend(older, complete=event.complete)
+        msg = event.message
+        if self._is_open(msg.peer):
+            if not self._comes_by_prepend(event):
+                self.view.upsert(msg)
+            # During a catch-up the read mark is set once, at Synced, not per message.
+            if not event.replay and not msg.own and self.screen.is_active:
+                self.engine.mark_read(msg.peer)
+        elif not msg.own and not event.replay and self.ui.bell:
+            self.bell()
+        self._refresh_status()
 
-    def _comes_by_prepend(self, event: MessageAdded | MessageChanged) -> bool:
-        """An older page fetched from the server: the view gets it with prepend()."""
-        low = self.view.lowest_seq()
-        seq = event.message.seq
-        return (
-            isinstance(event, MessageAdded)
-            and event.replay
-            and seq is not None
-            and low is not None
-            and seq < low
-        )
-
-    def _failed(self, peer: str, reason: str) -> None:
-        # Coalesced: one toast for a burst of failures, not one per message.
-        self._failed_burst.append(f"{peer}: {reason}")
-        if len(self._failed_burst) == 1:
-            self.set_timer(0.5, self._flush_failures)
-
-    def _flush_failures(self) -> None:
-        burst, self._failed_burst = self._failed_burst, []
-        if not burst or not self.ui.notify_failures:
-            return
-        h = self._hints()
-        if len(burst) == 1:
-            text = f"Message to {clean(burst[0], single_line=True)}"
+    @on(ev.MessageChanged)
+    @while_shown
+    def _message_changed(self, message: ev.MessageChanged) -> None:
+        msg = message.event.message
+        if self._is_open(msg.peer):
+            self.view.upsert(msg)
+        if msg.state is OutState.FAILED:
+            if msg.client_id not in self._failed_now:
+                self._failed_now.add(msg.client_id)
+                self._failed(msg)
         else:
-            text = f"{len(burst)} messages not delivered"
-        text += f". Select it: {h.retry} retry · {h.give_up} give up · ctrl+r retries all"
-        self.notify(text, title="Message failed", severity="error", markup=False, timeout=8)
+            self._failed_now.discard(msg.client_id)
+        self._refresh_status()
 
-    def _connection(self, event: ConnectionChanged) -> None:
-        state = event.status.state
+    @on(ev.ConversationChanged)
+    @while_shown
+    def _conversation_changed(self, message: ev.ConversationChanged) -> None:
+        summary = message.event.summary
+        if self.conv_list.update_summary(summary):
+            self._reorder_soon()
+        if self.peer is None:
+            self.open_conversation(summary.peer)
+
+    @on(ev.ConnectionChanged)
+    @while_shown
+    def _connection_changed(self, message: ev.ConnectionChanged) -> None:
+        state = message.event.status.state
         if state is ConnState.ONLINE:
+            # The server's limit is known from its welcome.
+            for composer in self.query(Composer):
+                composer.max_body = self.engine.max_body
             if self._outage_notified and self.ui.notify_connection:
                 self.notify("Back online", markup=False)
             self._offline_since = None
             self._outage_notified = False
         elif state is ConnState.AUTH_FAILED:
             self.notify(
-                f"The server rejected the token: {clean(event.status.reason or '')}",
+                f"The server rejected the token: {clean(message.event.status.reason or '')}",
                 severity="error",
                 markup=False,
                 timeout=10,
             )
         elif self._offline_since is None:
             self._offline_since = time.monotonic()
-        self.refresh_status()
+        self._refresh_status()
+
+    @on(ev.HistoryLoaded)
+    @while_shown
+    def _history_loaded(self, message: ev.HistoryLoaded) -> None:
+        event = message.event
+        if self._is_open(event.peer):
+            self.view.prepend(event.messages, complete=event.complete)
+
+    @on(ev.Synced)
+    @while_shown
+    def _synced(self, message: ev.Synced) -> None:
+        if self.peer is not None and self.screen.is_active:
+            self.engine.mark_read(self.peer)
+
+    @on(ev.ServerNotice)
+    @while_shown
+    def _server_notice(self, message: ev.ServerNotice) -> None:
+        self.notify(
+            f"Server: {clean(message.event.reason, single_line=True)}",
+            severity="warning",
+            markup=False,
+        )
+
+    @on(ev.EpochReset)
+    @while_shown
+    def _epoch_reset(self, message: ev.EpochReset) -> None:
+        self.notify("The server's history was reset; resynchronising", markup=False)
+        if self.peer is not None:
+            self.open_conversation(self.peer)
+
+    @on(ev.DeliveredAnyway)
+    @while_shown
+    def _delivered_anyway(self, message: ev.DeliveredAnyway) -> None:
+        msg = message.event.message
+        if self._is_open(msg.peer):
+            self.view.upsert(msg)
+        if self._last_given_up == msg.client_id:
+            self._last_given_up = None
+        self.notify(
+            f"Too late to cancel: your message to {clean(msg.peer, single_line=True)} had"
+            " already been delivered. It is shown as sent (✓).",
+            title="Already delivered",
+            severity="warning",
+            markup=False,
+            timeout=10,
+        )
+        self._refresh_status()
+
+    @on(ev.GapUnfillable)
+    @while_shown
+    def _gap_unfillable(self, message: ev.GapUnfillable) -> None:
+        gap = message.event
+        first, last = gap.after + 1, gap.before - 1
+        which = f"message {first}" if first == last else f"messages {first} to {last}"
+        self.notify(
+            f"Conversation with {clean(gap.peer, single_line=True)}: the server did not send"
+            f" {which}; they are missing here.",
+            severity="error",
+            markup=False,
+            timeout=10,
+        )
+
+    def _comes_by_prepend(self, event: models.MessageAdded) -> bool:
+        """An older page fetched from the server: the view gets it with prepend()."""
+        low = self.view.lowest_seq()
+        seq = event.message.seq
+        return event.replay and seq is not None and low is not None and seq < low
+
+    def _failed(self, msg: ChatMessage) -> None:
+        # Coalesced: one toast for a burst of failures, not one per message.
+        self._failed_burst[msg.client_id] = msg
+        if len(self._failed_burst) == 1:
+            self.set_timer(0.5, self._flush_failures)
+
+    def _flush_failures(self) -> None:
+        burst, self._failed_burst = self._failed_burst, {}
+        # Only those still failed: one retried or given up meanwhile did not fail.
+        failed = [m for cid, m in burst.items() if cid in self._failed_now]
+        if not failed or not self.ui.notify_failures:
+            return
+        h = self._hints()
+        if len(failed) == 1:
+            m = failed[0]
+            reason = m.error or "not delivered"
+            text = (
+                f"Message to {clean(m.peer, single_line=True)}: {clean(reason, single_line=True)}"
+            )
+        else:
+            text = f"{len(failed)} messages not delivered"
+        if any(m.retryable for m in failed):
+            text += f". Select it: {h.retry} retry · {h.give_up} give up · ctrl+r retries all"
+        else:
+            # The server would refuse these again: retry is not offered.
+            text += f". Select it: {h.edit} edit · {h.give_up} give up"
+        self.notify(text, title="Message failed", severity="error", markup=False, timeout=8)
 
     def _tick(self) -> None:
         if (
@@ -535,25 +685,19 @@ class ChatApp(App[int]):
         ):
             self._outage_notified = True
             if self.ui.notify_connection:
-                reason = self.engine.status.reason or "no connection"
-                self.notify(
-                    f"Connection lost: {clean(reason, single_line=True)}. "
-                    "Messages stay ◷ and are sent when it returns.",
-                    severity="warning",
-                    markup=False,
-                )
-        self.refresh_status()
+                self.notify(self._outage_text(), severity="warning", markup=False)
 
-    def refresh_status(self) -> None:
-        status = self.engine.status
-        lag = self.engine.latency_ms
-        pending = self.engine.pending_rows()
-        failed = sum(1 for m in pending if m.state is OutState.FAILED)
-        bars = self.query(StatusBar)
-        if not bars:
-            return  # shutting down: the timer can fire after the screen is gone
-        text = status_text(status, len(pending), failed, self.demo is not None, lag)
-        # Called for every message event and every second: repaint only on change.
-        if text != self._last_status:
-            self._last_status = text
-            bars.first().update(text)
+    def _outage_text(self) -> str:
+        reason = clean(self.engine.status.reason or "no connection", single_line=True)
+        text = f"Connection lost: {reason}."
+        waiting = [m for m in self.engine.pending_rows() if m.state is OutState.PENDING]
+        if waiting:
+            # Only a fresh message is sent by itself; past the window it turns ✗
+            # and waits for the user (a message sent hours late can do harm).
+            window = self.engine.config.sync.freshness_window
+            text += (
+                f" {len(waiting)} waiting message(s) stay ◷ and are sent if it returns"
+                f" within {window:.0f} s of their writing; later they turn ✗ and wait for"
+                f" {self._hints().retry}."
+            )
+        return text

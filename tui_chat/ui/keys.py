@@ -7,13 +7,16 @@ from textual.binding import Binding
 
 def binding_ids() -> set[str]:
     from tui_chat.ui.app import ChatApp
+    from tui_chat.ui.composer import Composer
+    from tui_chat.ui.demo_app import DemoApp
     from tui_chat.ui.message_view import MessageView
     from tui_chat.ui.screens import HelpScreen, NewConversationScreen
-    from tui_chat.ui.widgets import Composer, ConversationList
+    from tui_chat.ui.widgets import ConversationList
 
     ids: set[str] = set()
     for cls in (
         ChatApp,
+        DemoApp,
         MessageView,
         Composer,
         ConversationList,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 
 from rich.style import Style
+from textual import events
 from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Region, Size
@@ -57,6 +58,7 @@ class MessageView(ScrollView, can_focus=True):
         Binding("r", "retry", "Retry", id="retry"),
         Binding("d", "give_up", "Give up", id="give_up"),
         Binding("e", "edit", "Edit", id="edit"),
+        Binding("u", "undo_give_up", "Undo give-up", show=False, id="undo_give_up"),
         Binding("end", "to_end", "Newest", show=False, id="newest"),
         Binding("escape,tab,i", "leave", "Write", id="to_composer"),
     ]
@@ -68,6 +70,20 @@ class MessageView(ScrollView, can_focus=True):
             super().__init__()
             self.kind = kind  # "retry" | "give_up" | "edit"
             self.message = message
+
+    class UndoGiveUp(Message):
+        """``u``: undo the give-up of the selected message (if cancelling), else the last one."""
+
+        def __init__(self, message: ChatMessage | None) -> None:
+            super().__init__()
+            self.message = message
+
+    class TypeAhead(Message):
+        """A printable key that is no binding here: it belongs to the composer."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
 
     class NeedOlder(Message):
         def __init__(self, before: int) -> None:
@@ -393,6 +409,18 @@ class MessageView(ScrollView, can_focus=True):
         self._stick_to_end()
         self._set_unseen(0)
 
+    def on_key(self, event: events.Key) -> None:
+        # A stray key never acts on a message: only the bindings do. Any other
+        # printable key is text the user meant for the composer.
+        if not event.is_printable or event.character is None:
+            return
+        if event.key in self.screen.active_bindings:
+            return
+        event.stop()
+        event.prevent_default()
+        self.selected = None
+        self.post_message(self.TypeAhead(event.character))
+
     def _act(self, kind: str) -> None:
         msg = self.current()
         if msg is None:
@@ -401,6 +429,13 @@ class MessageView(ScrollView, can_focus=True):
         if not msg.own or msg.state not in (OutState.FAILED, OutState.PENDING):
             self.notify(
                 "Only your unsent messages can be retried, given up or edited",
+                severity="warning",
+                markup=False,
+            )
+            return
+        if kind == "retry" and not msg.retryable:
+            self.notify(
+                "The server refused this message and would refuse it again: edit it or give up",
                 severity="warning",
                 markup=False,
             )
@@ -415,6 +450,12 @@ class MessageView(ScrollView, can_focus=True):
 
     def action_edit(self) -> None:
         self._act("edit")
+
+    def action_undo_give_up(self) -> None:
+        msg = self.current()
+        self.post_message(
+            self.UndoGiveUp(msg if msg is not None and msg.state is OutState.CANCELLING else None)
+        )
 
     def action_leave(self) -> None:
         self.selected = None

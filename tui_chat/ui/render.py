@@ -23,6 +23,7 @@ MARKS = {
     OutState.PENDING: "◷",
     OutState.SENT: "✓",
     OutState.FAILED: "✗",
+    OutState.CANCELLING: "⊘",
     OutState.GIVEN_UP: "⌫",
 }
 
@@ -46,6 +47,7 @@ class Hints:
     retry: str = "r"
     give_up: str = "d"
     edit: str = "e"
+    undo: str = "u"
 
 
 def _time(ts: int) -> str:
@@ -58,7 +60,16 @@ def state_line(msg: ChatMessage, hints: Hints) -> str | None:
         reason = clean(msg.error or "not delivered", single_line=True)
         if not reason.startswith("not "):
             reason = f"not delivered: {reason}"
-        return f"✗ {reason} · {hints.retry} retry · {hints.give_up} give up · {hints.edit} edit"
+        # A reject the server will repeat (too long, cancelled, unknown user) is never
+        # offered for retry: only edit or give up can help.
+        retry = f" · {hints.retry} retry" if msg.retryable else ""
+        return f"✗ {reason}{retry} · {hints.give_up} give up · {hints.edit} edit"
+    if msg.state is OutState.CANCELLING:
+        # Not "will not be sent": it may have reached the server, which has the last word.
+        return (
+            "⊘ cancelling… it may already have reached the server; waiting for the server"
+            f" to confirm it will not be delivered · {hints.undo} undo"
+        )
     if msg.held:
         return "… held: waits behind a failed message"
     if msg.state is OutState.PENDING:
@@ -82,7 +93,7 @@ def render_message(
     # Only the colour: the component styles also carry the view's background,
     # which would erase the bubble's. A failed body keeps its normal colour (red
     # on the bubble is hard to read); the ✗ mark and the hint line say it failed.
-    if msg.state is OutState.PENDING:
+    if msg.state in (OutState.PENDING, OutState.CANCELLING):
         body_style = body_style + Style(color=styles.pending.color)
     if selected:
         body_style = body_style + styles.selected

@@ -1,4 +1,4 @@
-"""Small widgets of the main screen: conversation list, status line, composer."""
+"""Small widgets of the main screen: conversation list and status line."""
 
 from __future__ import annotations
 
@@ -7,16 +7,21 @@ import time
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
-from textual.widgets import Input, OptionList, Static
+from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from tui_chat.core.models import ConnectionStatus, ConnState, ConversationSummary
+from tui_chat.core.engine import Engine
+from tui_chat.core.models import ConnectionStatus, ConnState, ConversationSummary, OutState
 from tui_chat.ui.sanitize import clean
 
+# alt+1 … alt+9 reach the first nine entries; their numbers are shown in the list.
+NUMBERED = 9
 
-def conversation_prompt(s: ConversationSummary, width: int = 28) -> Text:
-    """Name, unread count, failure mark and a one-line preview; never markup."""
+
+def conversation_prompt(s: ConversationSummary, number: int | None = None, width: int = 28) -> Text:
+    """Number, name, unread count, failure mark and a one-line preview; never markup."""
     text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(f"{number} " if number is not None else "  ", style="dim")
     text.append(clean(s.peer, single_line=True), style="bold" if s.unread else "")
     if s.unread:
         text.append(" ")
@@ -30,19 +35,20 @@ def conversation_prompt(s: ConversationSummary, width: int = 28) -> Text:
         who = "you: " if s.last.own else ""
         preview = who + clean(s.last.body, single_line=True)
     # One line of preview, so every entry has the same height.
+    width -= 2
     if len(preview) > width - 2:
         preview = preview[: width - 3] + "…"
-    text.append("\n")
+    text.append("\n  ")
     text.append(preview or "(no messages yet)", style="dim")
     return text
 
 
-def _recency(s: ConversationSummary) -> int:
-    return s.last.ts if s.last is not None else 0
-
-
 class ConversationList(OptionList):
-    """Peers, most recent first. Option ids are peer names."""
+    """Peers in the engine's order (most recent first), numbered for alt+1 … alt+9.
+
+    Option ids are peer names. The list never sorts: the engine's order is the one
+    shown, and the numbers are the places in it.
+    """
 
     BINDINGS = [
         Binding("right,tab", "open", "Open", show=False, id="conversation_open"),
@@ -58,23 +64,30 @@ class ConversationList(OptionList):
         self.summaries: dict[str, ConversationSummary] = {}
         self.order: list[str] = []
 
+    def _prompt(self, summary: ConversationSummary) -> Text:
+        place = self.order.index(summary.peer) + 1
+        return conversation_prompt(summary, place if place <= NUMBERED else None)
+
     def show(self, summaries: list[ConversationSummary], current: str | None) -> None:
         self.summaries = {s.peer: s for s in summaries}
         self.order = [s.peer for s in summaries]
         self.clear_options()
-        self.add_options(Option(conversation_prompt(s), id=s.peer) for s in summaries)
+        self.add_options(Option(self._prompt(s), id=s.peer) for s in summaries)
         if current is not None and current in self.summaries:
             self.highlighted = self.order.index(current)
 
-    def update_summary(self, summary: ConversationSummary, current: str | None) -> None:
-        known = summary.peer in self.summaries
+    def update_summary(self, summary: ConversationSummary) -> bool:
+        """Show a changed summary in place; True if the engine's order may have changed
+        (a new conversation, or a new last message), so the caller asks for it again."""
+        old = self.summaries.get(summary.peer)
         self.summaries[summary.peer] = summary
-        order = sorted(self.summaries.values(), key=_recency, reverse=True)
-        if known and [s.peer for s in order] == self.order:
-            self.replace_option_prompt(summary.peer, conversation_prompt(summary))
-        else:
-            # Most recent first, as the engine lists them.
-            self.show(order, current)
+        if old is None:
+            # Last until the engine's order is shown again.
+            self.order.append(summary.peer)
+            self.add_option(Option(self._prompt(summary), id=summary.peer))
+            return True
+        self.replace_option_prompt(summary.peer, self._prompt(summary))
+        return old.last != summary.last
 
     def action_open(self) -> None:
         if self.highlighted is not None:
@@ -87,14 +100,14 @@ def status_text(
     status: ConnectionStatus,
     outbox: int,
     failed: int,
-    demo: bool,
+    badge: Text | None = None,
     latency_ms: float | None = None,
 ) -> Text:
     """The status line: state and counts first, details last, so a narrow
     terminal clips the details rather than the state."""
     text = Text(no_wrap=True, overflow="ellipsis", end="")
-    if demo:
-        text.append(" DEMO: local server ", style="bold black on yellow")
+    if badge is not None:
+        text.append_text(badge)
         text.append(" ")
     state = status.state
     detail: str | None = None
@@ -134,29 +147,29 @@ def status_text(
 
 
 class StatusBar(Static):
-    def __init__(self, *, id: str | None = None) -> None:
+    """The connection state, latency and outbox counts, read from the engine.
+
+    It repaints itself every second (the "no answer for N s" and "retry in N s"
+    counters) and when told something changed; only a changed line is repainted.
+    """
+
+    def __init__(self, engine: Engine, *, id: str | None = None) -> None:
         super().__init__("", markup=False, id=id)
+        self.engine = engine
+        # Shown first on the line (the demo's label); never text a peer wrote.
+        self.badge: Text | None = None
+        self._last: Text | None = None
 
+    def on_mount(self) -> None:
+        self.refresh_status()
+        self.set_interval(1.0, self.refresh_status)
 
-class Composer(Input):
-    """The message being written. Its text is only cleared once the engine took it."""
-
-    BINDINGS = [
-        Binding("up", "to_messages", "Messages", show=False, id="composer_to_messages"),
-        Binding("tab", "to_messages", "Messages", show=False, id="composer_tab"),
-        Binding("escape", "cancel_edit", "Cancel edit", show=False, id="composer_cancel_edit"),
-    ]
-
-    class ToMessages(Message):
-        pass
-
-    class CancelEdit(Message):
-        pass
-
-    def action_cancel_edit(self) -> None:
-        self.post_message(self.CancelEdit())
-
-    def action_to_messages(self) -> None:
-        if self.value:
-            return
-        self.post_message(self.ToMessages())
+    def refresh_status(self) -> None:
+        engine = self.engine
+        pending = engine.pending_rows()
+        failed = sum(1 for m in pending if m.state is OutState.FAILED)
+        text = status_text(engine.status, len(pending), failed, self.badge, engine.latency_ms)
+        # Called for every message event and every second: repaint only on change.
+        if text != self._last:
+            self._last = text
+            self.update(text)

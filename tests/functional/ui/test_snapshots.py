@@ -29,6 +29,7 @@ from tui_chat.core.models import ConnectionStatus, ConnState, OutState
 from tui_chat.core.store import LocalStore, OutboxRow
 from tui_chat.ui import widgets
 from tui_chat.ui.app import ChatApp
+from tui_chat.ui.demo_app import DemoApp
 from tui_chat.ui.screens import HelpScreen
 
 USER = "you"
@@ -270,7 +271,7 @@ def test_demo(snap_compare: SnapCompare, seed: Seed) -> None:
         ],
         start=1,
     )
-    app = ChatApp(seed.build(ONLINE), demo=StubDemo(), run_engine=False)
+    app = DemoApp(seed.build(ONLINE), StubDemo(), run_engine=False)
 
     async def open_linus(pilot: Pilot[int]) -> None:
         await steady(pilot)

@@ -25,6 +25,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.serverproc import ServerProcess
+from tests.support.wire import db_rows
+
 TMUX = shutil.which("tmux")
 pytestmark = pytest.mark.skipif(
     TMUX is None, reason="tmux is not installed: the real-terminal test needs it"
@@ -78,14 +81,14 @@ class Tmux:
         self.run("kill-server", check=False)
 
 
-@pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
+def start_tmux(tmp_path: Path, *args: str) -> Tmux:
+    """``tui-chat *args`` in a private tmux server, with an empty XDG world in tmp_path."""
     exe = Path(sys.executable).parent / "tui-chat"
     if not exe.exists():
         pytest.skip(f"no tui-chat executable beside {sys.executable}: install the project")
     data, config = tmp_path / "data", tmp_path / "config"
-    data.mkdir()
-    config.mkdir()
+    data.mkdir(exist_ok=True)
+    config.mkdir(exist_ok=True)
     conf = tmp_path / "tmux.conf"
     # No user config; quick ESC (alt keys and escape are not held back for 500 ms).
     conf.write_text('set -g default-terminal "tmux-256color"\nset -sg escape-time 10\n')
@@ -110,13 +113,38 @@ def tmux(tmp_path: Path) -> Iterator[Tmux]:
             "TUI_CHAT_CONFIG",
             *(f"{k}={shlex.quote(v)}" for k, v in env.items()),
             shlex.quote(str(exe)),
+            *(shlex.quote(a) for a in args),
         ]
     )
     command += f'; echo "{EXITED}$?]"; exec sleep 600'
     t = Tmux(f"tui-chat-test-{os.getpid()}-{uuid.uuid4().hex[:8]}", "tui-chat")
+    size = ["-x", str(COLS), "-y", str(ROWS)]
+    t.run("-f", str(conf), "new-session", "-d", "-s", t.session, *size, "sh", "-c", command)
+    return t
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    """The demo (no config file)."""
+    t = start_tmux(tmp_path)
     try:
-        size = ["-x", str(COLS), "-y", str(ROWS)]
-        t.run("-f", str(conf), "new-session", "-d", "-s", t.session, *size, "sh", "-c", command)
+        yield t
+    finally:
+        t.kill()
+
+
+@pytest.fixture
+def tmux_client(tmp_path: Path, server_process: ServerProcess) -> Iterator[Tmux]:
+    """``tui-chat --config`` as alice on a real server process."""
+    cfg = tmp_path / "alice.toml"
+    cfg.write_text(
+        f'[server]\nurl = "{server_process.url}"\n\n'
+        f'[account]\nuser = "alice"\ntoken = "{server_process.tokens["alice"]}"\n\n'
+        f'[storage]\ndir = "{tmp_path / "alice-store"}"\n'
+    )
+    cfg.chmod(0o600)
+    t = start_tmux(tmp_path, "--config", str(cfg))
+    try:
         yield t
     finally:
         t.kill()
@@ -155,6 +183,62 @@ def test_demo_in_a_real_terminal(tmux: Tmux) -> None:
         lambda s: "you ◷" in header_above(s, second), f"{second!r} to be marked ◷ (maybe sent)"
     )
     assert "◷ maybe sent" in screen
+
+    tmux.keys("C-q")
+    screen = tmux.wait(lambda s: EXITED in s, "tui-chat to exit after ctrl+q")
+    assert f"{EXITED}0]" in screen, screen
+
+
+def bodies_on_server(server: ServerProcess) -> list[str]:
+    rows = db_rows(server.db_path, "SELECT body FROM messages WHERE sender='alice' ORDER BY seq")
+    return [str(r[0]) for r in rows]
+
+
+def wait_for_bodies(server: ServerProcess, expected: list[str], what: str) -> None:
+    deadline = time.monotonic() + STEP_WITHIN
+    bodies: list[str] = []
+    while time.monotonic() < deadline:
+        bodies = bodies_on_server(server)
+        if bodies == expected:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"waited {STEP_WITHIN:.0f} s for {what}; the server holds {bodies!r}")
+
+
+def test_a_burst_of_keys_and_a_bracketed_paste(
+    tmux_client: Tmux, server_process: ServerProcess
+) -> None:
+    """What is typed is what is sent: five lines typed in ONE burst arrive as five
+    messages, each once, in order; a two-line bracketed paste arrives as ONE message."""
+    tmux = tmux_client
+    tmux.wait(lambda s: "● online" in s, "tui-chat to connect", within=START_WITHIN)
+    tmux.keys("C-o")
+    tmux.wait(lambda s: "Start a conversation with" in s, "the ctrl+o dialog")
+    tmux.keys("bob", literal=True)
+    tmux.keys("Enter")
+    tmux.wait(lambda s: "Conversation with bob" in s, "the conversation with bob")
+
+    # One send-keys call: the terminal delivers it as one burst of bytes.
+    burst: list[str] = []
+    for i in range(5):
+        burst += [f"k{i}", "Enter"]
+    tmux.keys(*burst)
+    wait_for_bodies(server_process, [f"k{i}" for i in range(5)], "k0..k4, each once, in order")
+
+    # A paste with bracketed paste (the app asks for it; -p sends the brackets). tmux
+    # turns the LF into CR, as a terminal does.
+    tmux.run("set-buffer", "-b", "two", "first pasted line\nsecond pasted line")
+    tmux.run("paste-buffer", "-p", "-b", "two", "-t", tmux.session)
+    tmux.wait(
+        lambda s: "first pasted line" in s and "second pasted line" in s, "the paste on screen"
+    )
+    assert len(bodies_on_server(server_process)) == 5, "the paste must not send by itself"
+    tmux.keys("Enter")
+    wait_for_bodies(
+        server_process,
+        [*(f"k{i}" for i in range(5)), "first pasted line\nsecond pasted line"],
+        "the paste as one two-line message",
+    )
 
     tmux.keys("C-q")
     screen = tmux.wait(lambda s: EXITED in s, "tui-chat to exit after ctrl+q")
