@@ -275,12 +275,12 @@ async def _run_app(
 
 async def _run_demo() -> int:
     from tui_chat.demo import Demo
-    from tui_chat.ui.app import ChatApp
+    from tui_chat.ui.demo_app import DemoApp
 
     logging.basicConfig(level=logging.CRITICAL)
     demo = Demo()
     engine = await demo.start()
-    app = ChatApp(engine, demo=demo)
+    app = DemoApp(engine, demo)
     try:
         await app.run_async(auto_pilot=_tune_gc)
     finally:

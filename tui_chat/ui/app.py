@@ -527,7 +527,7 @@ class ChatApp(App[int]):
         event = message.event
         msg = event.message
         if self._is_open(msg.peer):
-            if not self._comes_by_prepend(event):
+            if not self._below_window(event):
                 self.view.upsert(msg)
             # During a catch-up the read mark is set once, at Synced, not per message.
             if not event.replay and not msg.own and self.screen.is_active:
@@ -643,8 +643,9 @@ class ChatApp(App[int]):
             timeout=10,
         )
 
-    def _comes_by_prepend(self, event: models.MessageAdded) -> bool:
-        """An older page fetched from the server: the view gets it with prepend()."""
+    def _below_window(self, event: models.MessageAdded) -> bool:
+        """A gap filled far below the loaded messages: the store has it, and the view
+        shows it when the user scrolls there (older pages come only as HistoryLoaded)."""
         low = self.view.lowest_seq()
         seq = event.message.seq
         return event.replay and seq is not None and low is not None and seq < low
