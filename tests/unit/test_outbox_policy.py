@@ -358,3 +358,10 @@ def test_queries_see_the_open_rows_in_compose_order() -> None:
     assert box.get("m2") is rows[2] and box.get("nope") is None
     assert box.pop("m1") is rows[1] and box.pop("m1") is None
     assert len(box) == 2 and "m1" not in box
+
+
+def test_retry_all_leaves_what_the_server_refused_for_good() -> None:
+    again, refused = row("m1", state=OutState.FAILED), row("m2", state=OutState.FAILED)
+    refused.retryable = False
+    box = Outbox([again, refused])
+    assert box.failed_ids() == ["m1"]

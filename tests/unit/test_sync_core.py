@@ -350,3 +350,18 @@ def test_messages_for_someone_else_are_refused(rig: Rig) -> None:
     rig.login()
     rig.core.on_frame(msg(1, sender="bob", to="carol"))
     assert rig.store.watermarks() == {} and rig.of(MessageAdded) == []
+
+
+def test_a_read_mark_made_offline_is_sent_at_the_next_synced(rig: Rig) -> None:
+    rig.login()
+    rig.core.on_frame(msg(1))
+    rig.core.on_frame(msg(2))
+    rig.core.end_session()
+    rig.core.mark_read(CONV, 1)
+    rig.core.mark_read(CONV, 2)
+    assert rig.take() == []
+    rig.login()
+    assert rig.take() == [p.Read(conv=CONV, seq=2)]
+    rig.core.end_session()
+    rig.login()
+    assert rig.take() == []  # told once

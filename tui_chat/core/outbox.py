@@ -58,7 +58,12 @@ class Outbox:
         return {r.peer for r in self.rows.values()}
 
     def failed_ids(self) -> list[str]:
-        return [r.client_id for r in self.rows.values() if r.state is OutState.FAILED]
+        """Failed rows a retry may help: not those the server refused for good."""
+        return [
+            r.client_id
+            for r in self.rows.values()
+            if r.state is OutState.FAILED and r.retryable
+        ]
 
     def is_held(self, client_id: str) -> bool:
         return client_id in self.held

@@ -646,14 +646,9 @@ class LocalStore:
         return [self._msg_view(r) for r in rows]
 
     def peers(self) -> list[str]:
-        if self._in_tx:
-            self._write_conversations()  # the order is by last_ts
-        return [
-            r[0]
-            for r in self._db.execute(
-                "SELECT peer FROM conversations ORDER BY last_ts DESC, peer"
-            ).fetchall()
-        ]
+        # A stable order (first contact first): the list's numbers, and alt+1…9, stay put
+        # when a message arrives, as weechat's buffer numbers do.
+        return [r[0] for r in self._db.execute("SELECT peer FROM conversations ORDER BY rowid")]
 
     def summary(self, peer: str, open_rows: Iterable[OutboxRow]) -> ConversationSummary:
         if self._in_tx:

@@ -82,6 +82,7 @@ class SyncCore:
         self._gaps: dict[str, _Gap] = {}
         self._history: dict[tuple[str, int | None], HistoryCallback] = {}
         self._lookups: dict[str, list[LookupCallback]] = {}
+        self._unsent_reads: dict[str, int] = {}  # conv -> seq read while offline
         self._link_silent: float | None = None
         self._silent: float | None = None
 
@@ -248,6 +249,10 @@ class SyncCore:
             return self._resync(epoch, epoch)
         self.replica.flush()
         self.online = True
+        for conv, seq in self._unsent_reads.items():
+            if self.store.peer_of(conv) is not None:
+                self.out.append(p.Read(conv=conv, seq=seq))
+        self._unsent_reads.clear()
         self._on_online()
         self.replica.emit(Synced(self._replayed))
         return None
@@ -336,6 +341,9 @@ class SyncCore:
     def mark_read(self, conv: str, seq: int) -> None:
         if self.online:
             self.out.append(p.Read(conv=conv, seq=seq))
+        else:
+            # Told at the next Synced: the peer's ✓✓ and our other devices need it.
+            self._unsent_reads[conv] = max(seq, self._unsent_reads.get(conv, 0))
 
     # ------------------------------------------------------------ timers
 

@@ -44,7 +44,7 @@ def conversation_prompt(s: ConversationSummary, number: int | None = None, width
 
 
 class ConversationList(OptionList):
-    """Peers in the engine's order (most recent first), numbered for alt+1 … alt+9.
+    """Peers in the engine's order (first contact first), numbered for alt+1 … alt+9.
 
     Option ids are peer names. The list never sorts: the engine's order is the one
     shown, and the numbers are the places in it.
@@ -87,7 +87,7 @@ class ConversationList(OptionList):
             self.add_option(Option(self._prompt(summary), id=summary.peer))
             return True
         self.replace_option_prompt(summary.peer, self._prompt(summary))
-        return old.last != summary.last
+        return False  # the engine's order is stable: only a new peer changes it
 
     def action_open(self) -> None:
         if self.highlighted is not None:
