@@ -60,9 +60,7 @@ class Outbox:
     def failed_ids(self) -> list[str]:
         """Failed rows a retry may help: not those the server refused for good."""
         return [
-            r.client_id
-            for r in self.rows.values()
-            if r.state is OutState.FAILED and r.retryable
+            r.client_id for r in self.rows.values() if r.state is OutState.FAILED and r.retryable
         ]
 
     def is_held(self, client_id: str) -> bool:

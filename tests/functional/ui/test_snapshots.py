@@ -275,6 +275,6 @@ def test_demo(snap_compare: SnapCompare, seed: Seed) -> None:
 
     async def open_linus(pilot: Pilot[int]) -> None:
         await steady(pilot)
-        await pilot.press("alt+2")  # ada, linus, grace: most recent first
+        await pilot.press("alt+3")  # ada, grace, linus: in the order of first contact
 
     assert snap_compare(app, terminal_size=SIZE, run_before=open_linus)
