@@ -159,7 +159,10 @@ class ChatApp(App[int]):
                 yield Static("", id="chat-title", markup=False)
                 yield MessageView(id="messages", hints=self._hints())
                 yield Static("", id="new-below", markup=False)
-                yield Composer(id="composer")
+                composer = Composer(id="composer")
+                keys = self._keymap.get("composer_newline", "ctrl+j,alt+enter")
+                composer.newline_keys = frozenset(k.strip() for k in keys.split(","))
+                yield composer
         status = StatusBar(self.engine, id="status")
         status.badge = self.STATUS_BADGE
         yield status

@@ -91,6 +91,8 @@ class Composer(TextArea):
         # Keys that are app bindings even though they carry a printable character (the
         # ESC+digit characters of alt+1…9): the composer must not claim them as text.
         self.not_text: frozenset[str] = frozenset()
+        # The keys of composer_newline as the key map has them (see _on_key).
+        self.newline_keys: frozenset[str] = frozenset({"ctrl+j", "alt+enter"})
 
     def check_consume_key(self, key: str, character: str | None = None) -> bool:
         return key not in self.not_text and super().check_consume_key(key, character)
@@ -128,6 +130,12 @@ class Composer(TextArea):
             event.stop()
             event.prevent_default()
             self._submit()
+        elif event.key == "ctrl+j" and "ctrl+j" in self.newline_keys:
+            # A real terminal sends ctrl+j as a bare LF (character "\n"), and Textual 8
+            # then does not reach the binding (Pilot's ctrl+j does): measured in tmux.
+            event.stop()
+            event.prevent_default()
+            self.action_newline()
 
     async def _on_paste(self, event: events.Paste) -> None:
         event.stop()

@@ -240,6 +240,18 @@ def test_a_burst_of_keys_and_a_bracketed_paste(
         "the paste as one two-line message",
     )
 
+    # ctrl+j as the terminal sends it (a bare LF byte) starts a new line in the message.
+    tmux.keys("typed line", "C-j", "next line", "Enter")
+    wait_for_bodies(
+        server_process,
+        [
+            *(f"k{i}" for i in range(5)),
+            "first pasted line\nsecond pasted line",
+            "typed line\nnext line",
+        ],
+        "a typed two-line message",
+    )
+
     tmux.keys("C-q")
     screen = tmux.wait(lambda s: EXITED in s, "tui-chat to exit after ctrl+q")
     assert f"{EXITED}0]" in screen, screen
