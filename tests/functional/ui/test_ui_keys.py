@@ -18,6 +18,7 @@ from tests.support.ui import (
     FRESHNESS,
     GIVEN_UP,
     PENDING,
+    SENT,
     bubble_text,
     fail_one,
     flat,
@@ -193,21 +194,26 @@ async def test_failure_toasts_are_coalesced(tmp_path: Path) -> None:
         assert "3 failed (ctrl+r retries all)" in status_line(app)
 
 
-async def test_ctrl_r_retries_all_while_typing(chat_server: RunningServer, tmp_path: Path) -> None:
+async def test_ctrl_r_retries_all_while_typing(
+    server_process: ServerProcess, tmp_path: Path
+) -> None:
     events: list[Event] = []
     async with running_app(
-        chat_server.url, chat_server.tokens["alice"], tmp_path / "a", events=events
+        server_process.url, server_process.tokens["alice"], tmp_path / "a", events=events
     ) as (app, pilot):
         await online(app, pilot)
-        cid = await rejected_one(app, pilot)
+        await open_with(app, pilot, "bob")
+        # A retryable failure (the server is gone): ctrl+r leaves what the server refused.
+        cid = await fail_one(app, pilot, server_process, "hello?")
+        await server_process.arestart()
         await pilot.press(*"still typing")
         assert pending_again(events, cid) == 0
         await pilot.press("ctrl+r")
         await wait_until(pilot, lambda: pending_again(events, cid) == 1, "retried")
         assert app.composer.value == "still typing"
         assert app.focused is app.composer
-        await wait_until(pilot, lambda: own_state(app, cid) is FAILED, "rejected again")
         await wait_until(pilot, lambda: "Retrying 1 failed message(s)" in screen_text(app), "toast")
+        await wait_until(pilot, lambda: own_state(app, cid) is SENT, "sent once the server is back")
 
 
 async def test_keymap_remaps_retry(server_process: ServerProcess, tmp_path: Path) -> None:
