@@ -171,9 +171,13 @@ def _config_command(action: str, explicit: str | None, online: bool = False) -> 
     _warn(cfg, path)
     token = client_config.resolve_token(cfg, path)
     ctx = ssl_context(cfg, path)
-    print(f"{path}: OK (user {cfg.account.user} at {cfg.server.url}, store {cfg.store_path()})")
+    # With --online the file's verdict waits for the login's: "OK" then "refused" would
+    # read as a contradiction.
+    what = f"user {cfg.account.user} at {cfg.server.url}, store {cfg.store_path()}"
     if not online:
+        print(f"{path}: OK ({what})")
         return 0
+    print(f"{path}: the file is valid ({what}); logging in…")
     from tui_chat.login_check import check_login
 
     result = asyncio.run(

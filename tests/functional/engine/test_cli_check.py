@@ -72,7 +72,7 @@ async def test_online_check_logs_in_with_a_good_token(
     run = await tui_chat_async(tmp_path, "config", "check", "--online", "--config", str(path))
     assert run.code == 0, run.out + run.err
     assert run.err == ""
-    assert "OK" in run.out and "logged in as alice" in run.out
+    assert "the file is valid" in run.out and "logged in as alice" in run.out
     # It only looks: no local store is created by a check.
     assert not (tmp_path / "store").exists()
 
@@ -84,6 +84,7 @@ async def test_online_check_names_a_refused_token(
     run = await tui_chat_async(tmp_path, "config", "check", "--online", "--config", str(path))
     line = assert_one_error(run, 3, chat_server.url, "authentication failed", "close code 4401")
     assert "unknown user or wrong token" in line  # the server's own words
+    assert "OK" not in run.out  # no verdict on the file that reads as one on the login
 
 
 async def test_online_check_after_the_account_was_removed(
