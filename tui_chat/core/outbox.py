@@ -88,7 +88,7 @@ class Outbox:
     def give_up(self, row: OutboxRow) -> bool:
         """The user gives ``row`` up. True: it may have reached the server, so it is
         cancelling until the server answers; False: it never left, and is given up now."""
-        if row.attempts == 0 and row.client_id not in self.inflight:
+        if row.attempts == 0:  # in flight implies an attempt was counted
             self.given_up(row)
             return False
         row.state = CANCELLING

@@ -399,7 +399,7 @@ class SyncCore:
         oldest = self.outbox.oldest_inflight()
         if oldest is None or now - oldest < SILENCE_AFTER:
             return None
-        return time.time() - (now - oldest)
+        return self._wall() / 1000 - (now - oldest)
 
     def _update_silence(self, ack_silent: float | None) -> None:
         known = [t for t in (self._link_silent, ack_silent) if t is not None]
