@@ -161,9 +161,7 @@ def load_frames(path: Path) -> list[bytes]:
         convs = db.conversations_of(conn, reader)
         for conv, last_seq in convs.items():
             for m in db.messages_after(conn, conv, 0, last_seq):
-                frames.append(
-                    p.encode(p.Message(m.conv, m.seq, m.sender, m.to, m.client_id, m.body, m.ts))
-                )
+                frames.append(p.encode(m))
     finally:
         conn.close()
     return frames

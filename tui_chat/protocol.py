@@ -48,10 +48,64 @@ class Hello(_Frame, tag="hello"):
     cursors: dict[ConvId, Seq] = {}
 
 
-class Send(_Frame, tag="send"):
+class Send(_Frame, tag="send", omit_defaults=True):
+    """A message to a peer (``to``) or to a group (``conv``): exactly one of the two.
+
+    A frame with both or neither is rejected with ``bad_frame``.
+    """
+
     client_id: ClientId
-    to: UserName
     body: str
+    to: UserName | None = None
+    conv: ConvId | None = None
+
+
+# Bounded on the wire so decoding stays cheap; the server's own limits are lower
+# (members per group, title length) and answered with clear rejects.
+Title = Annotated[str, msgspec.Meta(max_length=1000)]
+MemberList = Annotated[list[UserName], msgspec.Meta(max_length=10_000)]
+
+
+class Create(_Frame, tag="create"):
+    """A group of the sender plus ``members``, idempotent per (sender, client_id) forever.
+
+    Answered by ``ack`` whose ``conv`` is the new group and ``seq`` its ``created`` event.
+    """
+
+    client_id: ClientId
+    title: Title
+    members: MemberList = []
+
+
+class Add(_Frame, tag="add"):
+    """Add ``user`` to a group (only its creator may); acked like a send."""
+
+    client_id: ClientId
+    conv: ConvId
+    user: UserName
+
+
+class Remove(_Frame, tag="remove"):
+    """Remove ``user`` from a group (only its creator may); acked like a send."""
+
+    client_id: ClientId
+    conv: ConvId
+    user: UserName
+
+
+class Leave(_Frame, tag="leave"):
+    """Leave a group; acked like a send. The ``left`` event is the last one we receive."""
+
+    client_id: ClientId
+    conv: ConvId
+
+
+class Rename(_Frame, tag="rename"):
+    """Give a group a new title (any member may); acked like a send."""
+
+    client_id: ClientId
+    conv: ConvId
+    title: Title
 
 
 class HistoryRequest(_Frame, tag="history"):
@@ -86,7 +140,9 @@ class Lookup(_Frame, tag="lookup"):
     user: UserName
 
 
-ClientFrame = Hello | Send | HistoryRequest | Read | Cancel | Lookup
+ClientFrame = (
+    Hello | Send | HistoryRequest | Read | Cancel | Lookup | Create | Add | Remove | Leave | Rename
+)
 
 # ---------------------------------------------------------------- server → client
 
@@ -100,14 +156,39 @@ class Welcome(_Frame, tag="welcome"):
     max_body: int = 4000
 
 
-class Message(_Frame, tag="message"):
+class MessageKind:
+    """What a ``message`` event is: text, or a change to a group's membership or title."""
+
+    TEXT: Final = "text"
+    CREATED: Final = "created"  # title and members (everyone, the creator included)
+    ADDED: Final = "added"  # user joined, added by sender
+    REMOVED: Final = "removed"  # user removed by sender
+    LEFT: Final = "left"  # sender left (user is the sender too)
+    RENAMED: Final = "renamed"  # title is the new title
+
+    MEMBERSHIP: Final = frozenset({CREATED, ADDED, REMOVED, LEFT})
+    ALL: Final = frozenset({TEXT, CREATED, ADDED, REMOVED, LEFT, RENAMED})
+
+
+class Message(_Frame, tag="message", omit_defaults=True):
+    """One event of a conversation's seq stream.
+
+    ``to`` is the recipient in a direct conversation and absent ("") in a group.
+    ``members`` is the member list after the event: on ``created``, and on ``added``
+    when sent to the member who was added (where that member's view of the group begins).
+    """
+
     conv: str
     seq: PositiveSeq
     sender: str
-    to: str
     client_id: str
     body: str
     ts: Millis
+    to: str = ""
+    kind: str = MessageKind.TEXT
+    user: str | None = None
+    title: str | None = None
+    members: list[str] | None = None
 
 
 class Synced(_Frame, tag="synced"):
@@ -184,7 +265,7 @@ class ErrorCode:
     UNKNOWN_TYPE: Final = "unknown_type"
     NOT_AUTHENTICATED: Final = "not_authenticated"
     ALREADY_AUTHENTICATED: Final = "already_authenticated"
-    NOT_MEMBER: Final = "not_member"
+    NOT_MEMBER: Final = "not_member"  # also a reject: not a member of that group
     RATE_LIMITED: Final = "rate_limited"
     UNSUPPORTED_VERSION: Final = "unsupported_version"
     AUTH_FAILED: Final = "auth_failed"
@@ -195,6 +276,13 @@ class ErrorCode:
     EMPTY_BODY: Final = "empty_body"
     UNAVAILABLE: Final = "unavailable"
     CANCELLED: Final = "cancelled"  # the sender gave this client_id up (a tombstone)
+    # groups (rejects of send {conv}, create, add, remove, leave, rename)
+    NOT_ALLOWED: Final = "not_allowed"  # only the group's creator may add or remove
+    ALREADY_MEMBER: Final = "already_member"  # add of a user who is a member
+    NO_SUCH_MEMBER: Final = "no_such_member"  # remove of a user who is not a member
+    TOO_MANY_MEMBERS: Final = "too_many_members"
+    TOO_MANY_GROUPS: Final = "too_many_groups"
+    BAD_TITLE: Final = "bad_title"  # empty or longer than the server's limit
 
 
 class CloseCode:
@@ -237,7 +325,21 @@ class FrameError(Exception):
         self.reason = reason
 
 
-_KNOWN_CLIENT_TYPES: Final = frozenset({"hello", "send", "history", "read", "cancel", "lookup"})
+_KNOWN_CLIENT_TYPES: Final = frozenset(
+    {
+        "hello",
+        "send",
+        "history",
+        "read",
+        "cancel",
+        "lookup",
+        "create",
+        "add",
+        "remove",
+        "leave",
+        "rename",
+    }
+)
 _KNOWN_SERVER_TYPES: Final = frozenset(
     {
         "welcome",

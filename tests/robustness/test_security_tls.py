@@ -220,9 +220,9 @@ async def test_a_hostile_server_cannot_write_escapes_to_a_headless_users_termina
         await proc.write({"cmd": "send", "to": "bob", "body": "hi", "id": 1})
         ok = await proc.wait_line(is_event("ok", id=1), "ok")
         await hostile.push(
-            p.encode(p.Message("c-evil", 1, EVIL[:64], "alice", "e-1", EVIL, 5)).decode(),
-            p.encode(p.Message(EVIL, 1, "eve", "mallory", "e-2", EVIL, 5)).decode(),
-            p.encode(p.Message(EVIL, 2, "bob", "alice", "e-3", EVIL, 5)).decode(),
+            p.encode(p.Message("c-evil", 1, EVIL[:64], "e-1", EVIL, 5, to="alice")).decode(),
+            p.encode(p.Message(EVIL, 1, "eve", "e-2", EVIL, 5, to="mallory")).decode(),
+            p.encode(p.Message(EVIL, 2, "bob", "e-3", EVIL, 5, to="alice")).decode(),
             p.encode(p.Error(code=EVIL, reason=EVIL)).decode(),
             json.dumps({"type": EVIL}),
             p.encode(p.Reject(ok["client_id"], EVIL, EVIL, False, None)).decode(),

@@ -253,12 +253,12 @@ VALID_SERVER = [
     p.encode(f)
     for f in (
         p.Welcome(v=1, user="alice", epoch="453286477f8b0a91", server_time=1795740002710),
-        p.Message("c1", 1, "alice", "bob", "a-1", "hi", 1795740004226),
+        p.Message("c1", 1, "alice", "a-1", "hi", 1795740004226, to="bob"),
         p.Synced(cursors={"c1": 2}),
         p.Ack("a-1", "c1", 1, 1795740004226, False),
         p.Reject("x2", "unknown_peer", "there is no user 'dave'", False, None),
         p.HistoryPage(
-            "c1", [p.HistoryMessage("c1", 2, "alice", "bob", "a-2", "m", 17957)], False, 3, None
+            "c1", [p.HistoryMessage("c1", 2, "alice", "a-2", "m", 17957, to="bob")], False, 3, None
         ),
         p.Receipt("c1", "bob", 3),
         p.Error("bad_frame", "Expected `str`"),

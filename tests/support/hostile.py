@@ -22,7 +22,7 @@ Frame = str | bytes
 
 def real_message(seq: int) -> p.Message:
     return p.Message(
-        CONV, seq, "bob", "alice", f"bob-{seq}", f"message {seq}", 1_700_000_000_000 + seq
+        CONV, seq, "bob", f"bob-{seq}", f"message {seq}", 1_700_000_000_000 + seq, to="alice"
     )
 
 

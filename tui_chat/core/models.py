@@ -7,6 +7,7 @@ sockets or SQL.
 from __future__ import annotations
 
 import enum
+from typing import Final
 
 import msgspec
 
@@ -23,12 +24,37 @@ class OutState(enum.StrEnum):
     GIVEN_UP = "given_up"  # never sent again, and the server confirmed it (or never saw it)
 
 
-class ChatMessage(msgspec.Struct, frozen=True):
-    """One message as a view shows it.
+class ConvKind(enum.StrEnum):
+    DIRECT = "direct"  # one peer; the key is the peer's name
+    GROUP = "group"  # a group; the key is GROUP_PREFIX + its conv id
 
-    ``state`` is None for messages someone else wrote. ``seq`` is None while
-    an own message is not yet on the server. ``held`` marks a pending message
-    that waits behind a failed one to the same peer.
+
+# A conversation's key (the ``peer`` field of the types below) is the peer's name for a
+# direct conversation, "#" + conv id for a group, and "+" + the create's client_id for a
+# group the server has not confirmed yet. Neither prefix is valid in a user name, so the
+# three never collide; the kind comes from the events, never from a conv id's shape.
+GROUP_PREFIX: Final = "#"
+PENDING_GROUP_PREFIX: Final = "+"
+
+
+def group_key(conv: str) -> str:
+    return GROUP_PREFIX + conv
+
+
+def is_group_key(key: str) -> bool:
+    return key.startswith((GROUP_PREFIX, PENDING_GROUP_PREFIX))
+
+
+class ChatMessage(msgspec.Struct, frozen=True):
+    """One message (or group event) as a view shows it.
+
+    ``peer`` is the conversation's key (see GROUP_PREFIX). ``state`` is None for
+    messages someone else wrote. ``seq`` is None while an own message is not yet on
+    the server. ``held`` marks a pending message that waits behind a failed one in
+    the same conversation. ``kind`` is a :class:`tui_chat.protocol.MessageKind`: text,
+    or a group event (``user`` is the member concerned, ``title`` the group's title);
+    an own command (add, remove …) waiting in the outbox has the kind of the event it
+    will become. ``mentions_me``: the text names the user (see core.mentions).
     """
 
     peer: str
@@ -44,6 +70,10 @@ class ChatMessage(msgspec.Struct, frozen=True):
     retryable: bool = True
     held: bool = False
     attempts: int = 0
+    kind: str = "text"
+    user: str | None = None
+    title: str | None = None
+    mentions_me: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -52,6 +82,14 @@ class ChatMessage(msgspec.Struct, frozen=True):
 
 
 class ConversationSummary(msgspec.Struct, frozen=True):
+    """One entry of the conversation list.
+
+    For a group: ``title``, the current ``members`` (from the membership events, in
+    join order), its ``creator``, and ``joined`` False once the user was removed or
+    left (the history stays readable; nothing can be sent). ``mentions`` counts unread
+    messages that name the user.
+    """
+
     peer: str
     conv: str | None
     unread: int
@@ -60,6 +98,12 @@ class ConversationSummary(msgspec.Struct, frozen=True):
     pending: int
     read_seq: int = 0
     peer_read_seq: int = 0
+    kind: ConvKind = ConvKind.DIRECT
+    title: str | None = None
+    members: tuple[str, ...] = ()
+    creator: str | None = None
+    joined: bool = True
+    mentions: int = 0
 
 
 class ConnState(enum.StrEnum):
@@ -145,6 +189,14 @@ class GapUnfillable(msgspec.Struct, frozen=True, tag="gap_unfillable"):
     before: int
 
 
+class ConversationReplaced(msgspec.Struct, frozen=True, tag="conversation_replaced"):
+    """A pending group (key ``old``) was confirmed as ``new`` ("#" + conv id), or its
+    create was given up before the server stored it (``new`` None): ``old`` is gone."""
+
+    old: str
+    new: str | None
+
+
 Event = (
     MessageAdded
     | MessageChanged
@@ -156,4 +208,5 @@ Event = (
     | EpochReset
     | DeliveredAnyway
     | GapUnfillable
+    | ConversationReplaced
 )

@@ -365,8 +365,7 @@ class ChatServer:
                 if not page:
                     break
                 for m in page:
-                    frame = Message(m.conv, m.seq, m.sender, m.to, m.client_id, m.body, m.ts)
-                    await session.ws.send(encode(frame), text=True)
+                    await session.ws.send(encode(m), text=True)
                 after = page[-1].seq
             cursors[conv] = after
         # Read positions change while a client is away too; they are small, so
@@ -440,7 +439,12 @@ class ChatServer:
     def _on_send(self, session: Session, frame: Send) -> None:
         limits = self.config.limits
         assert self._writer is not None
-        if len(frame.body) > limits.max_body:
+        if frame.to is None or frame.conv is not None:
+            # Groups (send {conv}) come with the groups work; until then only DMs.
+            self._reject(
+                session, frame.client_id, ErrorCode.BAD_FRAME, "send needs exactly 'to'", False
+            )
+        elif len(frame.body) > limits.max_body:
             self._reject(
                 session,
                 frame.client_id,
@@ -540,13 +544,13 @@ class ChatServer:
                 if not outcome.duplicate:
                     data = encode(
                         Message(
-                            outcome.conv,
-                            outcome.seq,
-                            outcome.sender,
-                            outcome.to,
-                            outcome.client_id,
-                            outcome.body,
-                            outcome.ts,
+                            conv=outcome.conv,
+                            seq=outcome.seq,
+                            sender=outcome.sender,
+                            to=outcome.to,
+                            client_id=outcome.client_id,
+                            body=outcome.body,
+                            ts=outcome.ts,
                         )
                     )
                     self._fan_out(set(outcome.members), data, outcome.conv, outcome.seq)

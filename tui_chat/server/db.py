@@ -395,6 +395,19 @@ def is_member(conn: sqlite3.Connection, conv: str, account: int) -> bool:
     return row is not None and account in (row[0], row[1])
 
 
+def _history_message(r: tuple[object, ...]) -> HistoryMessage:
+    conv, seq, sender, recipient, client_id, body, ts = r
+    return HistoryMessage(
+        conv=str(conv),
+        seq=int(seq),  # type: ignore[call-overload]
+        sender=str(sender),
+        to=str(recipient),
+        client_id=str(client_id),
+        body=str(body),
+        ts=int(ts),  # type: ignore[call-overload]
+    )
+
+
 def messages_after(
     conn: sqlite3.Connection, conv: str, after: int, limit: int
 ) -> list[HistoryMessage]:
@@ -403,7 +416,7 @@ def messages_after(
         "WHERE conv=? AND seq>? ORDER BY seq LIMIT ?",
         (conv, after, limit),
     ).fetchall()
-    return [HistoryMessage(*r) for r in rows]
+    return [_history_message(r) for r in rows]
 
 
 def messages_before(
@@ -417,7 +430,7 @@ def messages_before(
         (conv, upper, after, limit),
     ).fetchall()
     rows.reverse()
-    return [HistoryMessage(*r) for r in rows]
+    return [_history_message(r) for r in rows]
 
 
 def read_positions(conn: sqlite3.Connection, convs: list[str]) -> list[tuple[str, str, int]]:

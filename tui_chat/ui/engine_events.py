@@ -66,6 +66,10 @@ class GapUnfillable(EngineMessage[models.GapUnfillable]):
     pass
 
 
+class ConversationReplaced(EngineMessage[models.ConversationReplaced]):
+    pass
+
+
 _CLASSES: tuple[type[EngineMessage[typing.Any]], ...] = (
     MessageAdded,
     MessageChanged,
@@ -77,6 +81,7 @@ _CLASSES: tuple[type[EngineMessage[typing.Any]], ...] = (
     EpochReset,
     DeliveredAnyway,
     GapUnfillable,
+    ConversationReplaced,
 )
 MESSAGE_FOR: dict[type[models.Event], type[EngineMessage[typing.Any]]] = {
     getattr(models, cls.__name__): cls for cls in _CLASSES

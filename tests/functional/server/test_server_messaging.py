@@ -66,7 +66,7 @@ async def test_send_ack_and_peer_receives(chat_server: RunningServer) -> None:
         assert ack.conv.startswith("c")
         # The sender's own message comes back in its stream too (for its other devices).
         echo = await recv_frame(alice)
-        expected = Message(ack.conv, 1, "alice", "bob", "hello-1", "hi bob", ack.ts)
+        expected = Message(ack.conv, 1, "alice", "hello-1", "hi bob", ack.ts, to="bob")
         assert echo == expected
         assert await recv_message(bob) == expected
         # Ack means committed: the row is in the file.
