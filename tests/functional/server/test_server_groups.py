@@ -686,3 +686,44 @@ async def test_a_client_that_never_uses_groups_sees_nothing_new(
         await assert_silent(alice)
     finally:
         await alice.close()
+
+
+async def test_a_failed_commit_leaves_no_trace_in_the_writers_membership(
+    chat_server_factory: ServerFactory,
+) -> None:
+    """A commit that fails (a real SQLite error, from a trigger) rejects the command as
+    unavailable, and the writer reloads groups from the database: the member it was about
+    to add is not one, and the seq it was about to use is used next, with no gap."""
+    srv = await chat_server_factory(users=USERS4)
+    alice = (await login(srv.url, "alice", srv.tokens["alice"])).ws
+    dave = (await login(srv.url, "dave", srv.tokens["dave"])).ws
+    try:
+        conv = (await acked(alice, p.Create(client_id="g", title="t", members=["bob"]))).conv
+        conn = sqlite3.connect(srv.db_path)
+        conn.execute(
+            "CREATE TRIGGER no_dave BEFORE INSERT ON members WHEN NEW.user = 'dave' "
+            "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+        )
+        conn.commit()
+        answer = await command(alice, p.Add(client_id="add", conv=conv, user="dave"))
+        assert isinstance(answer, p.Reject)
+        assert (answer.code, answer.retryable) == (E.UNAVAILABLE, True)
+        conn.execute("DROP TRIGGER no_dave")
+        conn.commit()
+        conn.close()
+        await rejected(dave, p.Send(client_id="d", conv=conv, body="am I in?"), E.NOT_MEMBER)
+        sent = await acked(alice, p.Send(client_id="s", conv=conv, body="next"))
+        assert sent.seq == 2
+        # The rejected client_id was not used up: the same add now succeeds.
+        added = await acked(alice, p.Add(client_id="add", conv=conv, user="dave"))
+        assert (added.seq, added.duplicate) == (3, False)
+    finally:
+        await alice.close()
+        await dave.close()
+    assert db_rows(
+        srv.db_path, "SELECT seq, kind FROM messages WHERE conv=? ORDER BY seq", (conv,)
+    ) == [
+        (1, "created"),
+        (2, "text"),
+        (3, "added"),
+    ]
