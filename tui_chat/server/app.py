@@ -286,6 +286,7 @@ class ChatServer:
         self.login_throttle.succeeded(throttle_key)
         session = Session(ws, account, limits.max_outgoing, limits.max_outgoing_bytes)
         session.replayed = dict(frame.cursors)
+        session.replay_pages = frame.replay_pages
         # Registered before the replay snapshot is read: anything committed
         # later is queued, anything earlier is in the snapshot; the overlap is
         # filtered by seq in the session's sender.
@@ -397,8 +398,14 @@ class ChatServer:
                 page = await self._readers.run(read)
                 if not page:
                     break
-                for m in page:
-                    await session.ws.send(encode(m), text=True)
+                if session.replay_pages:
+                    page = _cap_page(page, keep_oldest=True)
+                    await session.ws.send(
+                        encode(HistoryPage(conv, page, False, None, after)), text=True
+                    )
+                else:
+                    for m in page:
+                        await session.ws.send(encode(m), text=True)
                 after = page[-1].seq
             cursors[conv] = after
         # Read positions change while a client is away too; they are small, so
