@@ -21,6 +21,7 @@ from tests.support.wire import (
     ServerFactory,
     assert_silent,
     command,
+    connect_ws,
     login,
     recv_until,
     send_frame,
@@ -273,3 +274,27 @@ async def test_a_removal_racing_with_reads_never_leaks_a_later_event(srv: Runnin
     removal = final.replayed[-1]
     assert (removal.kind, removal.user) == ("removed", "carol")
     assert max(seen) <= removal.seq
+
+
+async def test_the_paged_replay_honours_visibility_too(srv: RunningServer) -> None:
+    """``hello {replay_pages}``: the same intervals, as history pages, from any cursor."""
+    conv, removed, _last = await group_with_removal(srv)
+    for cursors in ({}, {conv: 0}, {conv: removed - 1}, {conv: HUGE}):
+        ws = await connect_ws(srv.url)
+        try:
+            hello = p.Hello(
+                v=p.PROTOCOL_VERSION,
+                user="carol",
+                token=srv.tokens["carol"],
+                cursors=cursors,
+                replay_pages=True,
+            )
+            await send_frame(ws, hello)
+            synced, before = await recv_until(ws, p.Synced)
+        finally:
+            await ws.close()
+        seqs = [m.seq for f in before if isinstance(f, p.HistoryPage) for m in f.messages]
+        assert not [f for f in before if isinstance(f, p.Message)]
+        start = min(cursors.get(conv, 0), removed)
+        assert seqs == list(range(start + 1, removed + 1)), cursors
+        assert synced.cursors[conv] == removed
