@@ -98,7 +98,7 @@ CREATE TABLE IF NOT EXISTS members (
     left_seq    INTEGER
 );
 CREATE INDEX IF NOT EXISTS members_user ON members (user_id, conv);
-CREATE INDEX IF NOT EXISTS members_conv ON members (conv, left_seq);
+CREATE INDEX IF NOT EXISTS members_conv ON members (conv, user);
 CREATE TABLE IF NOT EXISTS reads (
     conv      TEXT NOT NULL,
     user      TEXT NOT NULL,

@@ -26,10 +26,16 @@ _COLUMNS: Final = "m.conv, m.seq, m.sender, m.recipient, m.client_id, m.body, m.
 _VISIBLE: Final = (
     "SELECT " + _COLUMNS + "m.kind, m.user, m.title, m.members, "
     "(m.kind = 'added' AND m.seq = v.joined_seq) AS mine "
-    "FROM messages m JOIN members v ON v.conv = m.conv AND v.user_id = ? "
+    "FROM messages m JOIN members v ON v.conv = m.conv AND v.user_id = :account "
     "AND m.seq >= v.joined_seq AND (v.left_seq IS NULL OR m.seq <= v.left_seq) "
-    "WHERE m.conv = ? "
+    "WHERE m.conv = :conv "
+    # The same rule once more as bounds of the primary-key range, so that a former member
+    # asking for the newest page of a long group does not walk every later event.
+    "AND m.seq >= (SELECT MIN(joined_seq) FROM members WHERE conv = :conv AND user_id = :account) "
+    "AND m.seq <= (SELECT MAX(COALESCE(left_seq, :top)) FROM members "
+    "WHERE conv = :conv AND user_id = :account) "
 )
+_TOP: Final = 2**62
 
 
 def is_group(conn: sqlite3.Connection, conv: str) -> bool:
@@ -89,7 +95,8 @@ def visible_after(
 ) -> list[Message]:
     """Up to ``limit`` visible events of group ``conv`` with seq > ``after``, ascending."""
     rows = conn.execute(
-        _VISIBLE + "AND m.seq > ? ORDER BY m.seq LIMIT ?", (account, conv, after, limit)
+        _VISIBLE + "AND m.seq > :after ORDER BY m.seq LIMIT :limit",
+        {"account": account, "conv": conv, "top": _TOP, "after": after, "limit": limit},
     ).fetchall()
     return [_message(conn, r) for r in rows]
 
@@ -98,10 +105,17 @@ def visible_before(
     conn: sqlite3.Connection, account: int, conv: str, before: int | None, after: int, limit: int
 ) -> list[Message]:
     """Up to ``limit`` newest visible events with ``after < seq < before``, ascending."""
-    upper = before if before is not None else 2**62
+    upper = before if before is not None else _TOP
     rows = conn.execute(
-        _VISIBLE + "AND m.seq < ? AND m.seq > ? ORDER BY m.seq DESC LIMIT ?",
-        (account, conv, upper, after, limit),
+        _VISIBLE + "AND m.seq < :before AND m.seq > :after ORDER BY m.seq DESC LIMIT :limit",
+        {
+            "account": account,
+            "conv": conv,
+            "top": _TOP,
+            "before": upper,
+            "after": after,
+            "limit": limit,
+        },
     ).fetchall()
     rows.reverse()
     return [_message(conn, r) for r in rows]
