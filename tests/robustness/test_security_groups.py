@@ -298,3 +298,35 @@ async def test_the_paged_replay_honours_visibility_too(srv: RunningServer) -> No
         start = min(cursors.get(conv, 0), removed)
         assert seqs == list(range(start + 1, removed + 1)), cursors
         assert synced.cursors[conv] == removed
+
+
+async def test_sends_racing_with_the_removal_are_decided_in_seq_order(
+    srv: RunningServer,
+) -> None:
+    """carol sends a burst while alice removes her: each send is either stored before the
+    removal (a lower seq) or refused not_member; none is stored after it."""
+    alice = (await login(srv.url, "alice", srv.tokens["alice"])).ws
+    carol = (await login(srv.url, "carol", srv.tokens["carol"])).ws
+    try:
+        create = p.Create(client_id="g", title="t", members=["bob", "carol"])
+        conv = (await acked(alice, create)).conv
+        for i in range(40):
+            await send_frame(carol, p.Send(client_id=f"c{i}", conv=conv, body=str(i)))
+            if i == 10:
+                await send_frame(alice, p.Remove(client_id="kick", conv=conv, user="carol"))
+        answers: dict[str, p.Ack | p.Reject] = {}
+        while len(answers) < 40:
+            frame, _ = await recv_until(carol, p.Ack | p.Reject)  # type: ignore[arg-type]
+            assert isinstance(frame, p.Ack | p.Reject)
+            answers[frame.client_id] = frame
+        # The removal's own ack (its frame was sent in the burst above).
+        removal, _ = await recv_until(alice, p.Ack)
+        assert removal.client_id == "kick"
+    finally:
+        await alice.close()
+        await carol.close()
+    acked_seqs = [a.seq for a in answers.values() if isinstance(a, p.Ack)]
+    refused = [a for a in answers.values() if isinstance(a, p.Reject)]
+    assert all(seq < removal.seq for seq in acked_seqs)
+    assert all(r.code == E.NOT_MEMBER for r in refused)
+    assert len(acked_seqs) + len(refused) == 40
