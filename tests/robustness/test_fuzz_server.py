@@ -11,7 +11,10 @@ would break the examples after it. Per example:
   legitimate, stored as the authenticated user: nothing from garbage, no existing row
   changed, read positions only forward and never past the newest message;
 * a healthy alice → bob exchange on long-lived connections still works, and bob never
-  sees a frame of a conversation he is not in.
+  sees a frame of a conversation he is not in;
+* carol's group frames (send {conv}, add, remove, leave, rename) aimed at alice and bob's
+  group, at direct conversations and at made-up ids are refused ``not_member`` (or, for a
+  client_id she already used, answered with its ack) and change no group or member row.
 
 Text frames that are not UTF-8 are closed by websockets with 1007 (invalid data). Frames
 larger than ``max_frame`` (1009) are covered by ``test_server_limits.py``.
@@ -46,6 +49,7 @@ from tests.support.wire import (
     STEP,
     RunningServer,
     ServerFactory,
+    command,
     connect_ws,
     db_rows,
     expect_closed,
@@ -65,7 +69,7 @@ from tui_chat.server.config import Limits, ServerConfig
 LIMITS = Limits(auth_failures=10**9, rate=1e6, burst=10**6, max_body=200)
 USERS = ("alice", "bob", "carol")
 BARRIER = "fuzz-barrier"
-TABLES = ("users", "conversations", "messages", "reads", "meta")
+TABLES = ("users", "conversations", "messages", "reads", "meta", "groups", "members")
 
 
 def snapshot(db_path: Path) -> dict[str, set[tuple[Any, ...]]]:
@@ -82,6 +86,9 @@ class Arena:
     carol: ClientConnection
     ab_conv: str
     ca_conv: str
+    # A group of alice and bob: carol is not a member, so every group frame of hers
+    # must be refused (not_member) and change nothing.
+    ab_group: str
     counter: itertools.count[int] = field(default_factory=itertools.count)
 
     @property
@@ -124,9 +131,12 @@ async def arena(chat_server_factory: ServerFactory) -> AsyncIterator[Arena]:
             ack = await send_message(alice, f"ab-{i}", "bob", f"private {i}")
             assert isinstance(ack, p.Ack)
         ab_conv = ack.conv
+        made = await command(alice, p.Create(client_id="ab-group", title="a+b", members=["bob"]))
+        assert isinstance(made, p.Ack), made
+        await recv_until(bob, p.Message)  # the created event
         ack = await send_message(carol, BARRIER, "alice", "hello alice")
         assert isinstance(ack, p.Ack)
-        arena = Arena(srv, alice, bob, carol, ab_conv, ack.conv)
+        arena = Arena(srv, alice, bob, carol, ab_conv, ack.conv, made.conv)
         await recv_until(carol, p.Message)  # her own message, echoed
         await recv_until(bob, p.Message)
         await recv_until(bob, p.Message)
@@ -174,7 +184,22 @@ def targeted(convs: list[str], tokens: dict[str, str]) -> st.SearchStrategy[str]
             "token": st.sampled_from(list(tokens.values())),
         }
     )
-    return st.one_of(history, read, send, hello).map(json.dumps)
+    cid = st.from_regex(r"\A[A-Za-z0-9_-]{1,12}\Z")
+    group_send = st.fixed_dictionaries(
+        {"type": st.just("send"), "client_id": cid, "conv": conv, "body": st.just("hi")}
+    )
+    group_ops = st.one_of(
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(["add", "remove"]), "client_id": cid, "conv": conv},
+            optional={"user": names},
+        ),
+        st.fixed_dictionaries({"type": st.just("leave"), "client_id": cid, "conv": conv}),
+        st.fixed_dictionaries(
+            {"type": st.just("rename"), "client_id": cid, "conv": conv},
+            optional={"title": st.sampled_from(["t", "", "x" * 101, "\x1b[2J"])},
+        ),
+    )
+    return st.one_of(history, read, send, hello, group_send, group_ops).map(json.dumps)
 
 
 @dataclass
@@ -202,8 +227,16 @@ def expect(frames: list[str | bytes], carol_convs: set[str], known_ids: set[str]
         elif isinstance(frame, p.Read):
             ok = frame.conv in carol_convs
             out.replies[("receipt", frame.conv) if ok else ("error", p.ErrorCode.NOT_MEMBER)] += 1
+        elif isinstance(frame, p.Add | p.Remove | p.Leave | p.Rename):
+            # carol is in no group: the registry answers first (a client_id she already
+            # used gets its ack again), then the membership rule refuses.
+            cid = frame.client_id
+            if cid in seen:
+                out.replies[("ack", cid, True)] += 1
+            else:
+                out.replies[("reject", cid, p.ErrorCode.NOT_MEMBER)] += 1
         else:
-            assert isinstance(frame, p.Send)
+            assert isinstance(frame, p.Send), frame
             cid = frame.client_id
             if (frame.to is None) == (frame.conv is None):
                 # Exactly one of to (a peer) and conv (a group).
@@ -214,6 +247,8 @@ def expect(frames: list[str | bytes], carol_convs: set[str], known_ids: set[str]
                 out.replies[("reject", cid, p.ErrorCode.EMPTY_BODY)] += 1
             elif cid in seen:
                 out.replies[("ack", cid, True)] += 1
+            elif frame.conv is not None:
+                out.replies[("reject", cid, p.ErrorCode.NOT_MEMBER)] += 1
             elif frame.to not in USERS:
                 out.replies[("reject", cid, p.ErrorCode.UNKNOWN_PEER)] += 1
             else:
@@ -294,7 +329,7 @@ async def test_garbage_batches_get_documented_answers_and_store_nothing(
 ) -> None:
     carol_convs = arena.convs_of("carol")
     # Fixed for the whole test: a strategy must not depend on what earlier examples stored.
-    pool = [arena.ab_conv, arena.ca_conv, "c000000000000", ""]
+    pool = [arena.ab_conv, arena.ca_conv, arena.ab_group, "c000000000000", ""]
     frame = weighted((1, client_junk), (2, targeted(pool, arena.srv.tokens))).filter(_sized)
     frames = data.draw(st.lists(frame, min_size=1, max_size=8), label="frames")
     known_ids = {
@@ -343,7 +378,7 @@ async def test_garbage_first_frames_are_refused_before_anything_is_served(
 ) -> None:
     """send/history/read/garbage before hello: one error, close 4400 (4401 for a wrong
     token), nothing stored, no other frame — and the others are still served."""
-    pool = [arena.ab_conv, arena.ca_conv, "c000000000000"]
+    pool = [arena.ab_conv, arena.ca_conv, arena.ab_group, "c000000000000"]
     hello = st.fixed_dictionaries(
         {"type": st.just("hello"), "v": st.just(1), "user": names, "token": wild_strings}
     ).map(json.dumps)
@@ -374,7 +409,9 @@ async def test_hello_cursors_never_reach_other_conversations(
     arena: Arena, data: st.DataObject
 ) -> None:
     """Cursors for conversations carol is not in (or that do not exist), with any seq."""
-    convs = st.sampled_from([arena.ab_conv, arena.ca_conv, "c000000000000", "x" * 65, ""])
+    convs = st.sampled_from(
+        [arena.ab_conv, arena.ca_conv, arena.ab_group, "c000000000000", "x" * 65, ""]
+    )
     seqs = small_ints | st.sampled_from([0, 1, p.MAX_SEQ, p.MAX_SEQ + 1, -1, 2**64])
     cursors = data.draw(st.dictionaries(convs, seqs, max_size=4), label="cursors")
     raw = json.dumps(
