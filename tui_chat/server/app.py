@@ -667,14 +667,17 @@ class ChatServer:
             ts=outcome.ts,
             kind=outcome.kind,
             user=outcome.user,
-            title=outcome.title,
+            title=None if added else outcome.title,
             members=None if added or outcome.names is None else list(outcome.names),
         )
         accounts = set(outcome.members)
         if added:
-            # The added member's copy carries the member list: where its view begins.
+            # The added member's copy carries the member list and the title: where its
+            # view of the group begins.
             accounts.discard(outcome.added_id)
-            mine = msgspec.structs.replace(message, members=list(outcome.names or ()))
+            mine = msgspec.structs.replace(
+                message, members=list(outcome.names or ()), title=outcome.title
+            )
             self._fan_out({outcome.added_id}, encode(mine), outcome.conv, outcome.seq)
         self._fan_out(accounts, encode(message), outcome.conv, outcome.seq)
 

@@ -69,6 +69,16 @@ def members_at(conn: sqlite3.Connection, conv: str, seq: int) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def title_at(conn: sqlite3.Connection, conv: str, seq: int) -> str | None:
+    """The group's title just after its event ``seq`` (its created or latest rename)."""
+    row = conn.execute(
+        "SELECT title FROM messages WHERE conv=? AND seq<=? AND kind IN ('created', 'renamed') "
+        "ORDER BY seq DESC LIMIT 1",
+        (conv, seq),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
 def _message(conn: sqlite3.Connection, r: tuple[object, ...]) -> Message:
     conv, seq, sender, _recipient, client_id, body, ts, kind, user, title, members, mine = r
     names: list[str] | None = None
@@ -76,6 +86,7 @@ def _message(conn: sqlite3.Connection, r: tuple[object, ...]) -> Message:
         names = json.loads(str(members))
     elif mine:
         names = members_at(conn, str(conv), int(seq))  # type: ignore[call-overload]
+        title = title_at(conn, str(conv), int(seq))  # type: ignore[call-overload]
     return Message(
         conv=str(conv),
         seq=int(seq),  # type: ignore[call-overload]

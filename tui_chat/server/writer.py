@@ -626,6 +626,8 @@ class Writer:
             tuple(group.members),
             MessageKind.ADDED,
             user=req.user,
+            # For the added member's copy only (see ChatServer._fan_out_stored).
+            title=group.title,
             names=tuple(group.members.values()),
             added_id=account,
         )

@@ -206,7 +206,10 @@ async def test_add_by_the_creator_and_the_added_members_copy_carries_the_members
         for name in ("alice", "bob"):
             assert await recv_messages(c[name], 1) == [base]
         [mine] = await recv_messages(c["carol"], 1)
-        assert mine == p.Message(**{**_fields(base), "members": ["alice", "bob", "carol"]})
+        # ... and the title: a member added later learns it here, not at the next rename.
+        assert mine == p.Message(
+            **{**_fields(base), "members": ["alice", "bob", "carol"], "title": "t"}
+        )
         # carol is a member now: she receives what follows.
         await acked(c["bob"], p.Send(client_id="b", conv=conv, body="welcome"))
         [msg] = await recv_messages(c["carol"], 1)
@@ -222,6 +225,15 @@ async def test_add_by_the_creator_and_the_added_members_copy_carries_the_members
         assert ok.seq == 4
         [dave_first] = await recv_messages(c["dave"], 1)
         assert dave_first.members == ["alice", "bob", "carol", "dave"]
+        assert dave_first.title == "t"
+        # In a replay from empty cursors the copy is the same, title and members as then.
+        await acked(c["alice"], p.Rename(client_id="r", conv=conv, title="renamed later"))
+        again = await login(srv.url, "carol", srv.tokens["carol"])
+        await again.ws.close()
+        first = again.replayed[0]
+        assert (first.kind, first.seq, first.title) == (K.ADDED, 2, "t")
+        assert first.members == ["alice", "bob", "carol"]
+        assert again.replayed[-1].title == "renamed later"
     finally:
         await close_all(c)
 
