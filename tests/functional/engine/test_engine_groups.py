@@ -1,0 +1,152 @@
+"""Groups through real engines and the real server: create, exchange, offline, removal.
+
+Three users (alice, bob, carol) on the in-process server; each engine has its own store.
+"""
+
+from __future__ import annotations
+
+from harness.waits import until
+from tests.support.engines import Client, Engines
+from tests.support.wire import RunningServer
+from tui_chat import protocol as p
+from tui_chat.core.models import (
+    ConversationReplaced,
+    ConvKind,
+    OutState,
+    group_key,
+)
+from tui_chat.core.store import NOT_MEMBER_REASON
+
+K = p.MessageKind
+
+
+def texts(client: Client, key: str) -> list[tuple[str, str]]:
+    return [(m.sender, m.body) for m in client.engine.messages(key) if m.kind == K.TEXT]
+
+
+def members(client: Client, key: str) -> tuple[str, ...]:
+    return client.engine.conversation(key).members
+
+
+async def start_three(server: RunningServer, engines: Engines) -> list[Client]:
+    clients = [
+        await engines.start(u, server.tokens[u], server.url) for u in ("alice", "bob", "carol")
+    ]
+    for c in clients:
+        await c.online()
+    return clients
+
+
+async def create(alice: Client, title: str, names: list[str]) -> str:
+    pending = alice.engine.create_group(title, names)
+    assert pending.peer.startswith("+") and pending.kind == K.CREATED
+    await until(lambda: alice.of(ConversationReplaced), "the create to be confirmed")
+    replaced = alice.of(ConversationReplaced)
+    assert [(e.old, e.new is not None) for e in replaced] == [(pending.peer, True)]
+    key = replaced[0].new
+    assert key is not None
+    return key
+
+
+async def test_three_users_create_a_group_and_exchange_messages(
+    chat_server: RunningServer, engines: Engines
+) -> None:
+    alice, bob, carol = await start_three(chat_server, engines)
+    key = await create(alice, "plans", ["bob", "carol"])
+    conv = key[1:]
+    for c in (bob, carol):
+        await until(lambda c=c: members(c, key) == ("alice", "bob", "carol"), "members known")
+    summary = bob.engine.conversation(key)
+    assert summary.kind is ConvKind.GROUP and summary.title == "plans"
+    assert summary.creator == "alice" and summary.joined and summary.conv == conv
+
+    sent = [alice.engine.send(key, "hello all"), bob.engine.send(key, "hi alice")]
+    carol.engine.send(key, "hey")
+    for c in (alice, bob, carol):
+        await until(lambda c=c: len(texts(c, key)) == 3, "three texts everywhere")
+    orders = [[m.seq for m in c.engine.messages(key)] for c in (alice, bob, carol)]
+    assert orders[0] == orders[1] == orders[2] == list(range(1, 5))
+    assert all(alice.engine.message(m.client_id).state is OutState.SENT for m in sent)  # type: ignore[union-attr]
+    # bob's "hi alice" mentions alice: unread and counted for her.
+    mentioned = [m for m in alice.engine.messages(key) if m.mentions_me]
+    assert [m.body for m in mentioned] == ["hi alice"]
+    assert alice.engine.conversation(key).mentions == 1
+    alice.engine.mark_read(key)
+    assert alice.engine.conversation(key).mentions == 0
+
+    alice.engine.rename_group(key, "new plans")
+    await until(lambda: carol.engine.conversation(key).title == "new plans", "the rename")
+
+
+async def test_offline_sends_to_a_group_are_delivered_after_reconnect(
+    chat_server: RunningServer, engines: Engines
+) -> None:
+    alice, bob, carol = await start_three(chat_server, engines)
+    key = await create(alice, "offline", ["bob", "carol"])
+    await until(lambda: members(bob, key) == ("alice", "bob", "carol"), "bob in the group")
+    await engines.stop(bob)
+    bob2 = await engines.run(bob.config, chat_server.tokens["bob"])
+    # Queued before the engine is online: committed to the outbox, sent after the catch-up.
+    queued = [bob2.engine.send(key, f"offline {i}") for i in range(3)]
+    for c in (alice, carol):
+        await until(lambda c=c: len(texts(c, key)) == 3, "the queued messages delivered")
+    assert [b for _, b in texts(carol, key)] == ["offline 0", "offline 1", "offline 2"]
+    await until(
+        lambda: all(bob2.state_of(m.client_id) is OutState.SENT for m in queued), "all sent"
+    )
+
+
+async def test_removal_while_offline_fails_the_queued_message_with_the_reason(
+    chat_server: RunningServer, engines: Engines
+) -> None:
+    alice, bob, carol = await start_three(chat_server, engines)
+    key = await create(alice, "removal", ["bob", "carol"])
+    await until(lambda: members(carol, key) == ("alice", "bob", "carol"), "carol in the group")
+    await engines.stop(carol)
+    alice.engine.remove_member(key, "carol")
+    await until(lambda: members(alice, key) == ("alice", "bob"), "carol removed")
+    alice.engine.send(key, "after carol left")
+    await until(lambda: len(texts(bob, key)) == 1, "bob sees the text")
+
+    carol2 = await engines.run(carol.config, chat_server.tokens["carol"])
+    queued = carol2.engine.send(key, "written offline")  # before the catch-up says removed
+    await carol2.online()
+    await until(lambda: carol2.state_of(queued.client_id) is OutState.FAILED, "the send fails")
+    failed = carol2.engine.message(queued.client_id)
+    assert failed is not None and failed.error == NOT_MEMBER_REASON and not failed.retryable
+    summary = carol2.engine.conversation(key)
+    assert not summary.joined and summary.members == ("alice", "bob")
+    # Nothing after the removal reached carol.
+    assert [b for _, b in texts(carol2, key)] == []
+    assert [m.kind for m in carol2.engine.messages(key)][-2:] == [K.REMOVED, K.TEXT]
+
+
+async def test_a_pending_create_survives_a_restart_and_is_confirmed_once(
+    chat_server: RunningServer, engines: Engines
+) -> None:
+    cfg = engines.config("alice", "not-the-token", chat_server.url)
+    alice = await engines.run(cfg, "not-the-token")  # refused: the create stays pending
+    pending = alice.engine.create_group("later", ["bob"])
+    summary = alice.engine.conversation(pending.peer)
+    assert summary.kind is ConvKind.GROUP and summary.conv is None
+    assert summary.title == "later" and summary.members == ("alice", "bob")
+    await engines.stop(alice)
+
+    cfg = engines.config("alice", chat_server.tokens["alice"], chat_server.url)
+    alice2 = await engines.run(cfg, chat_server.tokens["alice"])
+    await until(lambda: alice2.of(ConversationReplaced), "the create confirmed")
+    await until(lambda: alice2.state_of(pending.client_id) is OutState.SENT, "sent")
+    replaced = alice2.of(ConversationReplaced)
+    assert len(replaced) == 1 and replaced[0].old == pending.peer
+    key = replaced[0].new
+    assert key is not None and key.startswith("#")
+    keys = [c.peer for c in alice2.engine.conversations()]
+    assert pending.peer not in keys and key in keys
+    assert members(alice2, key) == ("alice", "bob")
+    # Confirmed once: a restart does not create it again.
+    await engines.stop(alice2)
+    alice3 = await engines.run(cfg, chat_server.tokens["alice"])
+    await alice3.online()
+    assert not alice3.of(ConversationReplaced)
+    assert [c.peer for c in alice3.engine.conversations()].count(key) == 1
+    assert group_key(key[1:]) == key
