@@ -20,6 +20,25 @@ from tui_chat.core.models import (
 from tui_chat.core.store import NOT_MEMBER_REASON
 
 K = p.MessageKind
+SENT = OutState.SENT
+
+
+def groups(client: Client) -> list[str]:
+    return [s.peer for s in client.engine.conversations() if s.peer.startswith("#")]
+
+
+def has_group(client: Client) -> bool:
+    return len(groups(client)) == 1
+
+
+def group_of(client: Client) -> str:
+    [key] = groups(client)
+    return key
+
+
+def bodies(client: Client, key: str) -> list[str]:
+    """The stored texts of a group, in seq order."""
+    return [m.body for m in client.engine.store.page(key, None, 100) if m.kind == K.TEXT]
 
 
 def texts(client: Client, key: str) -> list[tuple[str, str]]:
@@ -80,7 +99,7 @@ async def test_three_users_create_a_group_and_exchange_messages(
     await until(lambda: carol.engine.conversation(key).title == "new plans", "the rename")
 
 
-async def test_offline_sends_to_a_group_are_delivered_after_reconnect(
+async def test_sends_queued_before_the_engine_is_online_reach_the_group(
     chat_server: RunningServer, engines: Engines
 ) -> None:
     alice, bob, carol = await start_three(chat_server, engines)
@@ -98,7 +117,7 @@ async def test_offline_sends_to_a_group_are_delivered_after_reconnect(
     )
 
 
-async def test_removal_while_offline_fails_the_queued_message_with_the_reason(
+async def test_removal_while_stopped_fails_the_queued_message_with_the_reason(
     chat_server: RunningServer, engines: Engines
 ) -> None:
     alice, bob, carol = await start_three(chat_server, engines)
@@ -123,7 +142,7 @@ async def test_removal_while_offline_fails_the_queued_message_with_the_reason(
     assert [(m.kind, m.user) for m in stored] == [(K.CREATED, None), (K.REMOVED, "carol")]
 
 
-async def test_a_pending_create_survives_a_restart_and_is_confirmed_once(
+async def test_a_pending_create_refused_at_login_survives_two_restarts(
     chat_server: RunningServer, engines: Engines
 ) -> None:
     cfg = engines.config("alice", "not-the-token", chat_server.url)
