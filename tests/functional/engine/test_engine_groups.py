@@ -76,7 +76,7 @@ async def test_three_users_create_a_group_and_exchange_messages(
     key = await create(alice, "plans", ["bob", "carol"])
     conv = key[1:]
     for c in (bob, carol):
-        await until(lambda c=c: members(c, key) == ("alice", "bob", "carol"), "members known")
+        await until(lambda c=c: members(c, key) == ("alice", "bob", "carol"), "members known")  # type: ignore[misc]
     summary = bob.engine.conversation(key)
     assert summary.kind is ConvKind.GROUP and summary.title == "plans"
     assert summary.creator == "alice" and summary.joined and summary.conv == conv
@@ -84,7 +84,7 @@ async def test_three_users_create_a_group_and_exchange_messages(
     sent = [(alice, alice.engine.send(key, "hello all")), (bob, bob.engine.send(key, "hi alice"))]
     carol.engine.send(key, "hey")
     for c in (alice, bob, carol):
-        await until(lambda c=c: len(texts(c, key)) == 3, "three texts everywhere")
+        await until(lambda c=c: len(texts(c, key)) == 3, "three texts everywhere")  # type: ignore[misc]
     orders = [[m.seq for m in c.engine.messages(key)] for c in (alice, bob, carol)]
     assert orders[0] == orders[1] == orders[2] == list(range(1, 5))
     await until(lambda: all(c.state_of(m.client_id) is OutState.SENT for c, m in sent), "sent")
@@ -110,7 +110,7 @@ async def test_sends_queued_before_the_engine_is_online_reach_the_group(
     # Queued before the engine is online: committed to the outbox, sent after the catch-up.
     queued = [bob2.engine.send(key, f"offline {i}") for i in range(3)]
     for c in (alice, carol):
-        await until(lambda c=c: len(texts(c, key)) == 3, "the queued messages delivered")
+        await until(lambda c=c: len(texts(c, key)) == 3, "the queued messages delivered")  # type: ignore[misc]
     assert [b for _, b in texts(carol, key)] == ["offline 0", "offline 1", "offline 2"]
     await until(
         lambda: all(bob2.state_of(m.client_id) is OutState.SENT for m in queued), "all sent"
