@@ -223,9 +223,13 @@ class Engine:
             if not p.USER_RE.match(name):
                 raise ValueError(f"invalid user name {name!r}")
         cid = new_client_id()
-        return self._queue(
+        view = self._queue(
             PENDING_GROUP_PREFIX + cid, "create", arg=encode_create_args(title, members), cid=cid
         )
+        # Its summary now, not at the next flush: an ack can come first, and a UI must have
+        # heard of the pending key before ConversationReplaced names it.
+        self._replica.flush()
+        return view
 
     def add_member(self, key: str, user: str) -> ChatMessage:
         """Add ``user`` to the group ``key`` (only its creator may)."""
@@ -256,6 +260,9 @@ class Engine:
             raise ValueError("the group is still being created")
         if not key.startswith(GROUP_PREFIX) or len(key) == len(GROUP_PREFIX):
             raise ValueError(f"not a group: {key!r}")
+        if not self.store.has_conversation(key):
+            # Groups are known from their events (or a confirmed create), never made up.
+            raise ValueError(f"no such group {key!r}")
 
     def _queue(
         self, peer: str, op: str, *, body: str = "", arg: str | None = None, cid: str = ""

@@ -5,6 +5,8 @@ Three users (alice, bob, carol) on the in-process server; each engine has its ow
 
 from __future__ import annotations
 
+import pytest
+
 from harness.faultproxy import FaultProxy
 from harness.waits import until
 from tests.support.engines import Client, Engines, server_copies
@@ -12,6 +14,7 @@ from tests.support.wire import RunningServer
 from tui_chat import protocol as p
 from tui_chat.core.models import (
     ConnState,
+    ConversationChanged,
     ConversationReplaced,
     ConvKind,
     OutState,
@@ -61,6 +64,10 @@ async def start_three(server: RunningServer, engines: Engines) -> list[Client]:
 async def create(alice: Client, title: str, names: list[str]) -> str:
     pending = alice.engine.create_group(title, names)
     assert pending.peer.startswith("+") and pending.kind == K.CREATED
+    # The pending key is announced at once, before anything can replace it.
+    assert any(
+        isinstance(e, ConversationChanged) and e.summary.peer == pending.peer for e in alice.events
+    )
     await until(lambda: alice.of(ConversationReplaced), "the create to be confirmed")
     replaced = alice.of(ConversationReplaced)
     assert [(e.old, e.new is not None) for e in replaced] == [(pending.peer, True)]
@@ -95,6 +102,10 @@ async def test_three_users_create_a_group_and_exchange_messages(
     alice.engine.mark_read(key)
     assert alice.engine.conversation(key).mentions == 0
 
+    with pytest.raises(ValueError, match="no such group"):
+        alice.engine.send("#" + conv + "x", "to a group nobody told us of")
+    with pytest.raises(ValueError, match="still being created"):
+        alice.engine.send("+abc", "too early")
     alice.engine.rename_group(key, "new plans")
     await until(lambda: carol.engine.conversation(key).title == "new plans", "the rename")
 
