@@ -4,6 +4,7 @@ create/send/add/remove/rename/leave commands and the ``conversation`` events the
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from harness.clientconf import client_config, write_client_toml
@@ -21,7 +22,7 @@ def group_line(conv: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
 
 
 async def test_group_commands_and_their_events(
-    chat_server: RunningServer, engines: Engines, processes: list[HeadlessProc], tmp_path
+    chat_server: RunningServer, engines: Engines, processes: list[HeadlessProc], tmp_path: Path
 ) -> None:
     bob = await engines.start("bob", chat_server.tokens["bob"], chat_server.url)
     await bob.online()
