@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.clientconf import client_config, write_client_toml
+from harness.faultproxy import FaultProxy
 from harness.waits import until
-from tests.support.engines import Engines
+from tests.support.engines import Engines, server_copies
 from tests.support.headless import HeadlessProc, is_event
 from tests.support.wire import RunningServer
 from tui_chat.core.models import group_key
@@ -88,3 +89,30 @@ async def test_group_commands_and_their_events(
     )
     await alice.write({"cmd": "quit"})
     assert await alice.wait_exit() == 0
+
+
+async def test_a_create_typed_offline_survives_a_kill_and_is_confirmed_once(
+    chat_server: RunningServer, proxy: FaultProxy, processes: list[HeadlessProc], tmp_path: Path
+) -> None:
+    cfg = client_config(tmp_path / "store", "alice", chat_server.tokens["alice"], proxy.url)
+    toml = write_client_toml(tmp_path / "alice.toml", cfg)
+    proxy.refuse()
+    first = await HeadlessProc.start(toml)
+    processes.append(first)
+    await first.write({"cmd": "create", "title": "later", "members": ["bob"]})
+    ok = await first.wait_line(is_event("ok", cmd="create"), "the create's ok")
+    pending = ok["peer"]
+    shown = await first.wait_line(is_event("conversation", peer=pending), "the pending group")
+    assert (shown["kind"], shown["conv"], shown["members"]) == ("group", None, ["alice", "bob"])
+    await first.kill()
+
+    proxy.pass_through()
+    second = await HeadlessProc.start(toml)
+    processes.append(second)
+    replaced = await second.wait_line(is_event("conversation_replaced", old=pending), "confirmed")
+    conv = replaced["new"][1:]
+    await second.wait_line(group_line(conv, title="later", members=["alice", "bob"]), "the group")
+    await second.close_stdin()
+    assert await second.wait_exit() == 0, second.describe()
+    assert len(second.matching(is_event("conversation_replaced"))) == 1
+    assert server_copies(chat_server.db_path, ok["client_id"]) == 1
