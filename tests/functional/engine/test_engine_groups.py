@@ -274,3 +274,23 @@ async def test_a_pending_create_survives_a_restart_and_is_confirmed_once(
     assert group_of(bob) == replaced.new
     assert server_copies(chat_server.db_path, made.client_id) == 1
     assert again.engine.outbox_count() == 0
+
+
+async def test_a_create_given_up_before_it_left_removes_the_pending_group(
+    chat_server: RunningServer, engines: Engines
+) -> None:
+    cfg = engines.config("alice", "not-the-token", chat_server.url)
+    alice = await engines.run(cfg, "not-the-token")  # refused: nothing leaves
+    made = alice.engine.create_group("never", ["bob"])
+    assert made.peer in [s.peer for s in alice.engine.conversations()]
+    with pytest.raises(ValueError, match="still being created"):
+        alice.engine.add_member(made.peer, "carol")
+    alice.engine.give_up(made.client_id)
+    assert [(e.old, e.new) for e in alice.of(ConversationReplaced)] == [(made.peer, None)]
+    assert made.peer not in [s.peer for s in alice.engine.conversations()]
+    assert alice.state_of(made.client_id) is OutState.GIVEN_UP
+    # Taken back: the pending group is there again, as asked.
+    alice.engine.undo_give_up(made.client_id)
+    summary = alice.engine.conversation(made.peer)
+    assert summary.title == "never" and summary.members == ("alice", "bob")
+    assert made.peer in [s.peer for s in alice.engine.conversations()]
