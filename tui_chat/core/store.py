@@ -133,7 +133,8 @@ OP_KIND: Final = {
 }
 NOT_MEMBER_REASON: Final = "you are no longer a member of this group"
 
-_MSG_COLS: Final = "conv, seq, sender, recipient, client_id, body, ts, kind, user, title, members"
+_TEXT_COLS: Final = "conv, seq, sender, recipient, client_id, body, ts"
+_MSG_COLS: Final = _TEXT_COLS + ", kind, user, title, members"
 _OUT_COLS: Final = (
     "client_id, peer, body, created_at, ord, attempts, state, error, retryable, conv, seq,"
     " fresh_since, op, arg"
@@ -535,22 +536,31 @@ class LocalStore:
     ) -> bool:
         """Store a server-confirmed message; False if that seq is already held."""
         self._begin()
-        cur = self._db.execute(
-            f"INSERT OR IGNORE INTO messages({_MSG_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                conv,
-                seq,
-                sender,
-                to,
-                client_id,
-                body,
-                ts,
-                kind,
-                user,
-                title,
-                None if members is None else _members_json.encode(members).decode(),
-            ),
-        )
+        if kind == MessageKind.TEXT and user is None and title is None and members is None:
+            # The common case keeps the narrow statement: the group columns take their
+            # defaults, and catch-up stays as fast as before groups.
+            cur = self._db.execute(
+                f"INSERT OR IGNORE INTO messages({_TEXT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (conv, seq, sender, to, client_id, body, ts),
+            )
+        else:
+            cur = self._db.execute(
+                f"INSERT OR IGNORE INTO messages({_MSG_COLS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    conv,
+                    seq,
+                    sender,
+                    to,
+                    client_id,
+                    body,
+                    ts,
+                    kind,
+                    user,
+                    title,
+                    None if members is None else _members_json.encode(members).decode(),
+                ),
+            )
         if cur.rowcount == 0:
             return False
         top = self._top.get(conv)
