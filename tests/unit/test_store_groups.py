@@ -164,3 +164,19 @@ def test_a_repaired_store_keeps_group_commands_and_the_pending_group(tmp_path: P
     summary = repaired.summary("+cid1", repaired.open_outbox())
     assert summary.title == "plans" and summary.members == (ME, "bob")
     repaired.close()
+
+
+def test_an_epoch_reset_drops_the_old_groups_and_keeps_a_pending_one(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s.sqlite3", ME)
+    _event(store, 1, K.CREATED, "bob", title="t", members=["bob", ME])
+    store.add_outbox(
+        OutboxRow(
+            "cid1", "+cid1", "", 5, store.next_ord(), op="create",
+            arg=encode_create_args("later", []),
+        )
+    )  # fmt: skip
+    store.commit()
+    store.reset_for_epoch("e2")
+    assert store.peers() == ["+cid1"] and store.members("#g1") == []
+    assert store.summary("+cid1", store.open_outbox()).members == (ME,)
+    store.close()

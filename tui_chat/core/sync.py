@@ -138,10 +138,10 @@ class SyncCore:
         return None
 
     def _resync(self, old: str, new: str) -> SessionEnd:
-        peers = self.store.peers()
         self.store.reset_for_epoch(new)
         self.replica.emit(EpochReset(old, new))
-        for peer in peers:
+        # After the reset: the groups of the old history are gone with it.
+        for peer in self.store.peers():
             self.replica.mark_dirty(peer)
         return SessionEnd("the server's history changed; resyncing", Retry.AT_ONCE)
 
