@@ -17,6 +17,7 @@ from tui_chat.core.models import (
     ConversationChanged,
     ConversationReplaced,
     ConvKind,
+    GapUnfillable,
     OutState,
     group_key,
 )
@@ -294,3 +295,41 @@ async def test_a_create_given_up_before_it_left_removes_the_pending_group(
     summary = alice.engine.conversation(made.peer)
     assert summary.title == "never" and summary.members == ("alice", "bob")
     assert made.peer in [s.peer for s in alice.engine.conversations()]
+
+
+async def test_removed_then_added_again_holds_exactly_its_two_intervals(
+    chat_server: RunningServer, engines: Engines
+) -> None:
+    alice, bob, carol = await start_three(chat_server, engines)
+    key = await create(alice, "again", ["bob", "carol"])
+    conv = key[1:]
+    alice.engine.send(key, "one")
+    await until(lambda: bodies(carol, key) == ["one"], "carol to get the first text")
+    alice.engine.remove_member(key, "carol")
+    await until(lambda: not carol.engine.conversation(key).joined, "carol to be removed")
+    await engines.stop(carol)  # offline through what she must not see, and her re-add
+    alice.engine.send(key, "not for carol")
+    bob.engine.rename_group(key, "renamed without carol")
+    alice.engine.add_member(key, "carol")
+    await until(lambda: members(alice, key) == ("alice", "bob", "carol"), "carol added again")
+    alice.engine.send(key, "welcome back")
+
+    carol2 = await engines.run(carol.config, chat_server.tokens["carol"])
+    await until(lambda: bodies(carol2, key) == ["one", "welcome back"], "carol to catch up")
+    held = [(m.seq, m.kind) for m in carol2.engine.store.page(key, None, 100)]
+    # seq 1 created, 2 text, 3 removed | 4 text, 5 renamed: not hers | 6 added, 7 text
+    assert held == [
+        (1, K.CREATED),
+        (2, K.TEXT),
+        (3, K.REMOVED),
+        (6, K.ADDED),
+        (7, K.TEXT),
+    ]
+    assert carol2.engine.store.watermark(conv) == 7  # no gap asked for below her re-add
+    summary = carol2.engine.conversation(key)
+    assert summary.joined and summary.members == ("alice", "bob", "carol")
+    assert not carol2.of(GapUnfillable)
+    # Live from here on, in the same stream.
+    bob.engine.send(key, "hi again carol")
+    await until(lambda: bodies(carol2, key)[-1:] == ["hi again carol"], "live after the re-add")
+    assert carol2.engine.conversation(key).mentions == 1
