@@ -360,6 +360,7 @@ class LocalStore:
         self._mention_add: dict[str, int] = {}
         self._last_ts: dict[str, int] = {}
         self._wm_moved: set[str] = set()
+        self._members: dict[str, list[str]] = {}  # group key -> members (see members())
         for peer, conv, wm, read_seq in self._db.execute(
             "SELECT peer, conv, wm, read_seq FROM conversations"
         ):
@@ -478,6 +479,7 @@ class LocalStore:
         # create is not: it was never on the server).
         self._db.execute("DELETE FROM conversations WHERE substr(peer, 1, 1)=?", (GROUP_PREFIX,))
         self._db.execute("DELETE FROM members WHERE substr(peer, 1, 1)=?", (GROUP_PREFIX,))
+        self._members.clear()
         self._db.execute(
             "UPDATE conversations SET conv=NULL, wm=0, read_seq=0, unread=0, mentions=0"
         )
@@ -890,10 +892,16 @@ class LocalStore:
     # ------------------------------------------------------------ groups
 
     def members(self, peer: str) -> list[str]:
-        return [
-            str(r[0])
-            for r in self._db.execute("SELECT user FROM members WHERE peer=? ORDER BY ord", (peer,))
-        ]
+        # Cached: every summary of a group lists them, and a group may have 1,000.
+        cached = self._members.get(peer)
+        if cached is None:
+            cached = self._members[peer] = [
+                str(r[0])
+                for r in self._db.execute(
+                    "SELECT user FROM members WHERE peer=? ORDER BY ord", (peer,)
+                )
+            ]
+        return list(cached)
 
     def joined(self, peer: str) -> bool:
         """False for a group the user was removed from or left (True for anything else)."""
@@ -905,6 +913,9 @@ class LocalStore:
         return found is not None
 
     def _set_members(self, peer: str, members: list[str]) -> None:
+        if self._members.get(peer) == members:
+            return
+        self._members[peer] = list(members)
         self._db.execute("DELETE FROM members WHERE peer=?", (peer,))
         self._db.executemany(
             "INSERT OR IGNORE INTO members(peer, user, ord) VALUES (?, ?, ?)",
@@ -948,11 +959,14 @@ class LocalStore:
         if self.has_conversation(new):  # its events came first: they name the members
             self._db.execute("DELETE FROM conversations WHERE peer=?", (old,))
             self._db.execute("DELETE FROM members WHERE peer=?", (old,))
+            self._members.pop(old, None)
         else:
             self._db.execute(
                 "UPDATE conversations SET peer=?, conv=? WHERE peer=?", (new, conv, old)
             )
             self._db.execute("UPDATE members SET peer=? WHERE peer=?", (new, old))
+            self._members.pop(old, None)
+            self._members.pop(new, None)
         self._db.execute("UPDATE outbox SET peer=? WHERE peer=?", (new, old))
         draft = self._meta("draft:" + old)
         if draft is not None:
@@ -971,6 +985,7 @@ class LocalStore:
         self._write_conversations()
         self._db.execute("DELETE FROM conversations WHERE peer=?", (key,))
         self._db.execute("DELETE FROM members WHERE peer=?", (key,))
+        self._members.pop(key, None)
         self._db.execute("DELETE FROM meta WHERE key=?", ("draft:" + key,))
         self._read_seq.pop(key, None)
         self.commit()
