@@ -336,6 +336,8 @@ class Engine:
         if conv is None or not self.store.mark_read(peer, seq):
             return
         self._replica.mark_dirty(peer)
+        if not self.store.joined(peer):
+            return  # a group we left: read here; the server takes receipts from members only
         self._core.mark_read(conv, seq)
         self._wake_pump.set()
 

@@ -282,7 +282,8 @@ class SyncCore:
         self.replica.flush()
         self.online = True
         for conv, seq in self._unsent_reads.items():
-            if self.store.peer_of(conv) is not None:
+            peer = self.store.peer_of(conv)
+            if peer is not None and self.store.joined(peer):
                 self.out.append(p.Read(conv=conv, seq=seq))
         self._unsent_reads.clear()
         self._on_online()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from harness.faultproxy import FaultProxy
-from harness.waits import until
+from harness.waits import stays, until
 from tests.support.engines import Client, Engines, server_copies
 from tests.support.wire import RunningServer
 from tui_chat import protocol as p
@@ -19,6 +19,7 @@ from tui_chat.core.models import (
     ConvKind,
     GapUnfillable,
     OutState,
+    ServerNotice,
     group_key,
 )
 from tui_chat.core.store import NOT_MEMBER_REASON
@@ -149,6 +150,10 @@ async def test_removal_while_stopped_fails_the_queued_message_with_the_reason(
     assert failed is not None and failed.error == NOT_MEMBER_REASON and not failed.retryable
     summary = carol2.engine.conversation(key)
     assert not summary.joined and summary.members == ("alice", "bob")
+    # Reading a group one left is local: no receipt, so no not_member notice.
+    carol2.engine.mark_read(key)
+    assert carol2.engine.conversation(key).read_seq == 2
+    await stays(lambda: not carol2.of(ServerNotice), "no not_member notice", 0.5)
     # Nothing after the removal reached carol: her replica ends at her removal.
     stored = carol2.engine.store.page(key, None, 100)
     assert [(m.kind, m.user) for m in stored] == [(K.CREATED, None), (K.REMOVED, "carol")]
