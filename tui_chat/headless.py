@@ -19,7 +19,15 @@ from typing import Annotated, Any, BinaryIO, Protocol, TypeVar
 import msgspec
 
 from tui_chat.core.engine import Engine
-from tui_chat.core.models import ConnState, Event, OutState
+from tui_chat.core.models import (
+    GROUP_PREFIX,
+    PENDING_GROUP_PREFIX,
+    ChatMessage,
+    ConnState,
+    Event,
+    OutState,
+    group_key,
+)
 
 T = TypeVar("T")
 
@@ -30,8 +38,34 @@ class _Cmd(msgspec.Struct, tag_field="cmd", forbid_unknown_fields=True):
 
 
 class SendCmd(_Cmd, tag="send"):
+    # A DM goes ``to`` a user; a group message goes to its ``conv`` (the server's id).
     to: str = ""
+    conv: str = ""
     body: Annotated[str, msgspec.Meta(min_length=1)] = ""
+
+
+class CreateCmd(_Cmd, tag="create"):
+    title: str = ""
+    members: list[str] = msgspec.field(default_factory=list)
+
+
+class AddCmd(_Cmd, tag="add"):
+    conv: str = ""
+    user: str = ""
+
+
+class RemoveCmd(_Cmd, tag="remove"):
+    conv: str = ""
+    user: str = ""
+
+
+class LeaveCmd(_Cmd, tag="leave"):
+    conv: str = ""
+
+
+class RenameCmd(_Cmd, tag="rename"):
+    conv: str = ""
+    title: str = ""
 
 
 class RetryCmd(_Cmd, tag="retry"):
@@ -57,6 +91,7 @@ class ReconnectCmd(_Cmd, tag="reconnect"):
 
 class ReadCmd(_Cmd, tag="read"):
     peer: str = ""
+    conv: str = ""  # a group's conv id, instead of ``peer``
 
 
 class StatusCmd(_Cmd, tag="status"):
@@ -69,6 +104,11 @@ class QuitCmd(_Cmd, tag="quit"):
 
 Command = (
     SendCmd
+    | CreateCmd
+    | AddCmd
+    | RemoveCmd
+    | LeaveCmd
+    | RenameCmd
     | RetryCmd
     | RetryAllCmd
     | GiveUpCmd
@@ -145,9 +185,24 @@ class Headless:
         e = self.engine
         reply: dict[str, Any] = {"event": "ok", "id": cmd.id, "cmd": type(cmd).__name__}
         if isinstance(cmd, SendCmd):
-            m = e.send(cmd.to, cmd.body)
+            if bool(cmd.to) == bool(cmd.conv):
+                raise ValueError("send needs exactly one of to and conv")
+            m = e.send(cmd.to or _group(cmd.conv), cmd.body)
             # What was asked, as asked: the chaos checker compares it with what got stored.
-            reply.update(cmd="send", client_id=m.client_id, to=cmd.to, body=cmd.body)
+            where = {"to": cmd.to} if cmd.to else {"conv": cmd.conv}
+            reply.update(cmd="send", client_id=m.client_id, **where, body=cmd.body)
+        elif isinstance(cmd, CreateCmd):
+            m = e.create_group(cmd.title, cmd.members)
+            # ``peer`` is the pending key; a conversation_replaced event names the group.
+            reply.update(_command_reply("create", m), members=cmd.members)
+        elif isinstance(cmd, AddCmd):
+            reply.update(_command_reply("add", e.add_member(_group(cmd.conv), cmd.user)))
+        elif isinstance(cmd, RemoveCmd):
+            reply.update(_command_reply("remove", e.remove_member(_group(cmd.conv), cmd.user)))
+        elif isinstance(cmd, LeaveCmd):
+            reply.update(_command_reply("leave", e.leave_group(_group(cmd.conv))))
+        elif isinstance(cmd, RenameCmd):
+            reply.update(_command_reply("rename", e.rename_group(_group(cmd.conv), cmd.title)))
         elif isinstance(cmd, RetryCmd):
             e.retry(cmd.client_id)
             reply.update(cmd="retry", client_id=cmd.client_id)
@@ -165,7 +220,9 @@ class Headless:
             e.reconnect_now()
             reply.update(cmd="reconnect")
         elif isinstance(cmd, ReadCmd):
-            e.mark_read(cmd.peer)
+            if bool(cmd.peer) == bool(cmd.conv):
+                raise ValueError("read needs exactly one of peer and conv")
+            e.mark_read(cmd.peer or _group(cmd.conv))
             reply.update(cmd="read")
         elif isinstance(cmd, StatusCmd):
             s = e.status
@@ -178,6 +235,28 @@ class Headless:
             return False
         self.emit(reply)
         return True
+
+
+def _group(conv: str) -> str:
+    """The engine's key for the group ``conv`` (the server's id, as scripts see it)."""
+    if not conv:
+        raise ValueError("conv is missing")
+    if conv.startswith(PENDING_GROUP_PREFIX):
+        return conv  # the ``peer`` of a create's reply: the engine says it is not ready
+    return group_key(conv)
+
+
+def _command_reply(cmd: str, m: ChatMessage) -> dict[str, Any]:
+    """The ``ok`` reply's fields for a group command: its client_id, the conversation it
+    went to (``peer``: "#" + conv, or "+" + client_id for a create), and what it asked."""
+    fields: dict[str, Any] = {"cmd": cmd, "client_id": m.client_id, "peer": m.peer}
+    if m.peer.startswith(GROUP_PREFIX):
+        fields["conv"] = m.peer[len(GROUP_PREFIX) :]
+    if m.user is not None:
+        fields["user"] = m.user
+    if m.title is not None:
+        fields["title"] = m.title
+    return fields
 
 
 async def _until(engine: Engine, done: Callable[[], bool]) -> None:
