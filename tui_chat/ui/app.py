@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import TypeVar
 
+from rich.style import Style
 from rich.text import Text
 from textual import on
 from textual.app import App, ComposeResult, SystemCommand
@@ -26,10 +27,19 @@ from textual.widgets import Footer, Label, Static
 from tui_chat.core import models
 from tui_chat.core.config import UiSection
 from tui_chat.core.engine import Engine
-from tui_chat.core.models import ChatMessage, ConnState, Event, OutState
+from tui_chat.core.models import (
+    ChatMessage,
+    ConnState,
+    ConversationSummary,
+    ConvKind,
+    Event,
+    OutState,
+)
 from tui_chat.protocol import USER_RE
 from tui_chat.ui import engine_events as ev
 from tui_chat.ui.composer import Composer
+from tui_chat.ui.group_screens import AskLineScreen, CreateGroupScreen, check_user_name
+from tui_chat.ui.groups_text import conversation_name, is_pending_group, name_colour
 from tui_chat.ui.message_view import MessageView
 from tui_chat.ui.render import Hints
 from tui_chat.ui.sanitize import clean
@@ -107,6 +117,14 @@ class ChatApp(App[int]):
         ),
         Binding("alt+a", "next_unread", "Next unread", priority=True, show=False, id="next_unread"),
         Binding("ctrl+o", "new_conversation", "New chat", priority=True, id="new_conversation"),
+        Binding("ctrl+g", "new_group", "New group", priority=True, id="new_group"),
+        Binding("f3", "toggle_members", "Members", priority=True, id="toggle_members"),
+        Binding("f4", "add_member", "Add member", priority=True, show=False, id="add_member"),
+        Binding(
+            "f7", "remove_member", "Remove member", priority=True, show=False, id="remove_member"
+        ),
+        Binding("f2", "rename_group", "Rename group", priority=True, show=False, id="rename_group"),
+        Binding("f8", "leave_group", "Leave group", priority=True, show=False, id="leave_group"),
         Binding("f5", "reconnect", "Reconnect", priority=True, id="reconnect"),
         Binding("ctrl+q", "quit", "Quit", priority=True, id="quit"),
         *(_jump_binding(n) for n in range(1, 10)),
@@ -118,6 +136,12 @@ class ChatApp(App[int]):
         "previous_conversation": "previous conversation",
         "next_unread": "next conversation with unread messages",
         "new_conversation": "start a conversation with a user by name",
+        "new_group": "create a group: a title and the members",
+        "toggle_members": "show or hide the member list of the open group",
+        "add_member": "add a member to the open group (its creator only)",
+        "remove_member": "remove a member from the open group (its creator only)",
+        "rename_group": "give the open group a new title",
+        "leave_group": "leave the open group (its history stays readable here)",
         "reconnect": "reconnect now (skips the wait; retries a rejected token)",
         "quit": "quit (the draft is kept)",
     }
@@ -138,6 +162,7 @@ class ChatApp(App[int]):
         self._keymap = dict(keymap or {})
         self._run_engine = run_engine
         self.peer: str | None = None
+        self.me = engine.config.account.user
         # Failures not yet told, by client_id: a message is counted once, however
         # many times its row changes while failed.
         self._failed_burst: dict[str, ChatMessage] = {}
@@ -146,6 +171,7 @@ class ChatApp(App[int]):
         self._offline_since: float | None = None
         self._outage_notified = False
         self._reorder_due = False
+        self._members_shown = True
         self._unsubscribe: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ layout
@@ -154,7 +180,7 @@ class ChatApp(App[int]):
         with Horizontal(id="main"):
             with Vertical(id="sidebar"):
                 yield Label("Conversations · alt+N opens N", id="sidebar-title")
-                yield ConversationList(id="conversations")
+                yield ConversationList(id="conversations", me=self.me)
             with Vertical(id="chat"):
                 yield Static("", id="chat-title", markup=False)
                 yield MessageView(id="messages", hints=self._hints())
@@ -163,6 +189,7 @@ class ChatApp(App[int]):
                 keys = self._keymap.get("composer_newline", "ctrl+j,alt+enter")
                 composer.newline_keys = frozenset(k.strip() for k in keys.split(","))
                 yield composer
+            yield Static("", id="members", markup=False)
         status = StatusBar(self.engine, id="status")
         status.badge = self.STATUS_BADGE
         yield status
@@ -194,6 +221,7 @@ class ChatApp(App[int]):
         self._unsubscribe = self.engine.subscribe(self._forward_engine_event)
         if self._run_engine:
             self.run_worker(self.engine.run(), name="engine", group="engine", exit_on_error=True)
+        self.view.me = self.me
         self.composer.max_body = self.engine.max_body
         self.composer.not_text = self._jump_keys()
         summaries = self.engine.conversations()
@@ -272,12 +300,54 @@ class ChatApp(App[int]):
             self.conv_list.highlighted = self.conv_list.order.index(peer)
         self._set_title()
 
+    def _summary(self, key: str) -> ConversationSummary:
+        listed = self.conv_list.summaries.get(key)
+        return listed if listed is not None else self.engine.conversation(key)
+
+    def _label(self, key: str) -> str:
+        """How toasts name a conversation: the peer, or the group's title."""
+        return conversation_name(self._summary(key))
+
     def _set_title(self) -> None:
         title = self.query_one("#chat-title", Static)
         if self.peer is None:
-            title.update(Text("No conversation yet: ctrl+o starts one", style="dim"))
-        else:
+            title.update(
+                Text("No conversation yet: ctrl+o starts one, ctrl+g a group", style="dim")
+            )
+            self._show_members(None)
+            return
+        summary = self._summary(self.peer)
+        if summary.kind is not ConvKind.GROUP:
             title.update(Text(f"Conversation with {clean(self.peer, single_line=True)}"))
+            self._show_members(None)
+            return
+        text = Text(f"Group {conversation_name(summary)}")
+        if is_pending_group(self.peer):
+            text.append(" · being created: waiting for the server", style="yellow")
+        elif not summary.joined:
+            text.append(" · you are no longer a member", style="dim")
+        else:
+            text.append(f" · {len(summary.members)} members · F3 shows them", style="dim")
+        title.update(text)
+        self._show_members(summary)
+
+    def _show_members(self, summary: ConversationSummary | None) -> None:
+        panel = self.query_one("#members", Static)
+        if summary is None or summary.kind is not ConvKind.GROUP:
+            panel.set_class(False, "shown")
+            return
+        panel.set_class(self._members_shown, "shown")
+        text = Text("Members\n", style="bold")
+        for name in summary.members:
+            text.append(clean(name, single_line=True), style=Style(color=name_colour(name)))
+            if name == summary.creator:
+                text.append(" (creator)", style="dim")
+            if name == self.me:
+                text.append(" (you)", style="dim")
+            text.append("\n")
+        if not summary.joined:
+            text.append("\nyou left or were removed", style="dim")
+        panel.update(text)
 
     def _reorder_soon(self) -> None:
         """Show the engine's order again, once for a burst of changes."""
@@ -336,10 +406,146 @@ class ChatApp(App[int]):
 
         self.push_screen(NewConversationScreen(self.engine.lookup_user), done)
 
+    # ------------------------------------------------------------ groups
+
+    def action_new_group(self) -> None:
+        def done(answer: tuple[str, list[str]] | None) -> None:
+            if answer is None:
+                return
+            title, members = answer
+            try:
+                created = self.engine.create_group(title, members)
+            except ValueError as exc:
+                self.notify(str(exc), severity="error", markup=False)
+                return
+            # The group is pending ("+…") until the server confirms it; the list says so.
+            self.open_conversation(created.peer)
+            self.composer.focus()
+
+        self.push_screen(CreateGroupScreen(), done)
+
+    def _open_group(self, *, manage: bool = False) -> ConversationSummary | None:
+        """The open conversation if it is a group we are in (else say why not)."""
+        if self.peer is None or self._summary(self.peer).kind is not ConvKind.GROUP:
+            self.notify("Open a group first (ctrl+g creates one)", markup=False)
+            return None
+        summary = self._summary(self.peer)
+        if is_pending_group(self.peer):
+            self.notify("The group is still being created", markup=False)
+            return None
+        if not summary.joined:
+            self.notify("You are no longer a member of this group", markup=False)
+            return None
+        if manage and summary.creator != self.me:
+            self.notify(
+                "Only the group's creator may add or remove members", severity="warning",
+                markup=False,
+            )  # fmt: skip
+            return None
+        return summary
+
+    def _group_command(self, command: Callable[[], ChatMessage]) -> None:
+        try:
+            command()
+        except ValueError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+
+    def action_toggle_members(self) -> None:
+        self._members_shown = not self._members_shown
+        self._set_title()
+
+    def action_add_member(self) -> None:
+        summary = self._open_group(manage=True)
+        if summary is None:
+            return
+        key = summary.peer
+
+        def check(value: str) -> str | None:
+            problem = check_user_name(value)
+            if problem is None and value.removeprefix("@") in summary.members:
+                return f"{value} is already a member"
+            return problem
+
+        def done(name: str | None) -> None:
+            if name:
+                user = name.removeprefix("@")
+                self._group_command(lambda: self.engine.add_member(key, user))
+
+        question = f"Add to {conversation_name(summary)} (user name):"
+        self.push_screen(AskLineScreen(question, placeholder="e.g. dave", check=check), done)
+
+    def action_remove_member(self) -> None:
+        summary = self._open_group(manage=True)
+        if summary is None:
+            return
+        key = summary.peer
+
+        def check(value: str) -> str | None:
+            name = value.removeprefix("@")
+            if name == self.me:
+                return "To leave the group, use F8"
+            if name not in summary.members:
+                return f"{value} is not a member"
+            return None
+
+        def done(name: str | None) -> None:
+            if name:
+                user = name.removeprefix("@")
+                self._group_command(lambda: self.engine.remove_member(key, user))
+
+        others = ", ".join(clean(m, single_line=True) for m in summary.members if m != self.me)
+        question = f"Remove from {conversation_name(summary)} ({others}):"
+        self.push_screen(AskLineScreen(question, check=check), done)
+
+    def action_rename_group(self) -> None:
+        summary = self._open_group()
+        if summary is None:
+            return
+        key = summary.peer
+
+        def check(value: str) -> str | None:
+            return None if value else "Give the group a title"
+
+        def done(title: str | None) -> None:
+            if title:
+                self._group_command(lambda: self.engine.rename_group(key, title))
+
+        question = f"New title for {conversation_name(summary)}:"
+        self.push_screen(AskLineScreen(question, value=summary.title or "", check=check), done)
+
+    def action_leave_group(self) -> None:
+        summary = self._open_group()
+        if summary is None:
+            return
+        key = summary.peer
+
+        def check(value: str) -> str | None:
+            return None if value.lower() in ("y", "yes") else "Type yes to leave, or Esc"
+
+        def done(answer: str | None) -> None:
+            if answer:
+                self._group_command(lambda: self.engine.leave_group(key))
+
+        question = (
+            f"Leave {conversation_name(summary)}? You will receive nothing more from it;"
+            " its history stays here. Type yes:"
+        )
+        self.push_screen(AskLineScreen(question, check=check), done)
+
     # ------------------------------------------------------------ composing
 
     @on(Composer.Send)
     def _send(self, event: Composer.Send) -> None:
+        summary = self._summary(event.peer)
+        if summary.kind is ConvKind.GROUP and (is_pending_group(event.peer) or not summary.joined):
+            self.composer.give_back(event.body)
+            why = (
+                "The group is still being created: wait for the server to confirm it"
+                if is_pending_group(event.peer)
+                else "You are no longer a member of this group: nothing can be sent there"
+            )
+            self.notify(why, severity="warning", markup=False)
+            return
         try:
             self.engine.send(event.peer, event.body)
         except ValueError as exc:
@@ -504,6 +710,22 @@ class ChatApp(App[int]):
         )
         yield SystemCommand("Retry all failed", "Retry every failed message", self.action_retry_all)
         yield SystemCommand("Reconnect now", "Skip the wait and connect", self.action_reconnect)
+        yield SystemCommand(
+            "New group", "Create a group with a title and members", self.action_new_group
+        )
+        yield SystemCommand(
+            "Group: show or hide members", "The member list", self.action_toggle_members
+        )
+        yield SystemCommand(
+            "Group: add member", "Add a user to the open group", self.action_add_member
+        )
+        yield SystemCommand(
+            "Group: remove member", "Remove a member of the open group", self.action_remove_member
+        )
+        yield SystemCommand(
+            "Group: rename", "Give the open group a new title", self.action_rename_group
+        )
+        yield SystemCommand("Group: leave", "Leave the open group", self.action_leave_group)
         for peer in self.conv_list.order:
             # Textual parses command titles as markup (to show and to highlight matches),
             # and a hostile server can name a peer "[/" or "[@click=...]": offer only names
@@ -537,6 +759,9 @@ class ChatApp(App[int]):
                 self.engine.mark_read(msg.peer)
         elif not msg.own and not event.replay and self.ui.bell:
             self.bell()
+        if self._is_open(msg.peer) and msg.mentions_me and not event.replay and self.ui.bell:
+            # A mention rings even in the open conversation.
+            self.bell()
         self._refresh_status()
 
     @on(ev.MessageChanged)
@@ -561,6 +786,30 @@ class ChatApp(App[int]):
             self._reorder_soon()
         if self.peer is None:
             self.open_conversation(summary.peer)
+        elif summary.peer == self.peer:
+            self._set_title()  # a group's title, members or membership may have changed
+
+    @on(ev.ConversationReplaced)
+    @while_shown
+    def _conversation_replaced(self, message: ev.ConversationReplaced) -> None:
+        old, new = message.event.old, message.event.new
+        was_open = self.peer == old
+        self.conv_list.forget(old)
+        self._reorder_soon()
+        if not was_open:
+            return
+        if new is not None:
+            self.peer = None  # the old key is gone: do not save its draft again
+            self.open_conversation(new)
+            return
+        self.peer = None
+        self.notify("The group was not created (given up)", markup=False)
+        summaries = self.engine.conversations()
+        if summaries:
+            self.open_conversation(summaries[0].peer)
+        else:
+            self.view.set_messages([], True)
+            self._set_title()
 
     @on(ev.ConnectionChanged)
     @while_shown
@@ -623,7 +872,7 @@ class ChatApp(App[int]):
         if self._last_given_up == msg.client_id:
             self._last_given_up = None
         self.notify(
-            f"Too late to cancel: your message to {clean(msg.peer, single_line=True)} had"
+            f"Too late to cancel: your message to {self._label(msg.peer)} had"
             " already been delivered. It is shown as sent (✓).",
             title="Already delivered",
             severity="warning",
@@ -639,7 +888,7 @@ class ChatApp(App[int]):
         first, last = gap.after + 1, gap.before - 1
         which = f"message {first}" if first == last else f"messages {first} to {last}"
         self.notify(
-            f"Conversation with {clean(gap.peer, single_line=True)}: the server did not send"
+            f"Conversation {self._label(gap.peer)}: the server did not send"
             f" {which}; they are missing here.",
             severity="error",
             markup=False,
@@ -669,9 +918,7 @@ class ChatApp(App[int]):
         if len(failed) == 1:
             m = failed[0]
             reason = m.error or "not delivered"
-            text = (
-                f"Message to {clean(m.peer, single_line=True)}: {clean(reason, single_line=True)}"
-            )
+            text = f"Message to {self._label(m.peer)}: {clean(reason, single_line=True)}"
         else:
             text = f"{len(failed)} messages not delivered"
         if any(m.retryable for m in failed):

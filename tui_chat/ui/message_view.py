@@ -117,6 +117,8 @@ class MessageView(ScrollView, can_focus=True):
         self._height_of: dict[ChatMessage, int] = {}
         self._styles: Styles | None = None
         self.hints = hints or Hints()
+        # The user's own name: group event lines say "you" for it.
+        self.me = ""
         self.complete = True
         self._loading_older = False
         self.unseen = 0
@@ -259,7 +261,13 @@ class MessageView(ScrollView, can_focus=True):
             # Keyed by the message's value: a changed message is a different key.
             return cached
         strips = render_message(
-            msg, self._width, self.app.console, self._get_styles(), self.hints, selected=selected
+            msg,
+            self._width,
+            self.app.console,
+            self._get_styles(),
+            self.hints,
+            selected=selected,
+            me=self.me,
         )
         self._cache[cache_key] = strips
         return strips

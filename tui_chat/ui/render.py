@@ -16,7 +16,9 @@ from rich.style import Style
 from rich.text import Text
 from textual.strip import Strip
 
-from tui_chat.core.models import ChatMessage, OutState
+from tui_chat.core.models import ChatMessage, OutState, is_group_key
+from tui_chat.protocol import MessageKind
+from tui_chat.ui.groups_text import event_line, name_colour
 from tui_chat.ui.sanitize import clean
 
 MARKS = {
@@ -77,6 +79,46 @@ def state_line(msg: ChatMessage, hints: Hints) -> str | None:
     return None
 
 
+def _to_strips(lines: list[Text], width: int, console: Console, styles: Styles) -> list[Strip]:
+    strips: list[Strip] = []
+    for line in lines:
+        line.truncate(width)
+        own_style = console.get_style(line.style, default=Style.null())
+        segments = list(Segment.apply_style(line.render(console), styles.base + own_style))
+        strips.append(Strip(segments).extend_cell_length(width, styles.base))
+    return strips
+
+
+def render_event(
+    msg: ChatMessage,
+    width: int,
+    console: Console,
+    styles: Styles,
+    hints: Hints,
+    *,
+    me: str,
+    selected: bool = False,
+) -> list[Strip]:
+    """A group event as one quiet line ("carol was removed by alice"), centred; an own
+    command not yet confirmed carries its mark and, failed, the hint line."""
+    style = styles.meta + Style(italic=True)
+    if selected:
+        style = style + styles.selected
+    mark = MARKS.get(msg.state, "") if msg.own and msg.state not in (None, OutState.SENT) else ""
+    words = event_line(msg, me)
+    text = Text(f"{mark} {words}" if mark else words, style=style)
+    text.append(f" · {_time(msg.ts)}", style=style)
+    lines = text.wrap(console, max(8, width - 4), justify="center", overflow="fold")
+    out = list(lines)
+    extra = state_line(msg, hints) if msg.own and msg.state is not OutState.SENT else None
+    if extra:
+        hint_style = styles.hint if msg.state is not OutState.FAILED else styles.failed
+        out.extend(Text(extra, style=hint_style).wrap(console, max(8, width - 4), justify="center"))
+    strips = _to_strips(out, width, console, styles)
+    strips.append(Strip.blank(width, styles.base))
+    return strips
+
+
 def render_message(
     msg: ChatMessage,
     width: int,
@@ -85,8 +127,11 @@ def render_message(
     hints: Hints,
     *,
     selected: bool = False,
+    me: str = "",
 ) -> list[Strip]:
     """The lines of one message (ending with a blank separator line)."""
+    if msg.kind != MessageKind.TEXT:
+        return render_event(msg, width, console, styles, hints, me=me, selected=selected)
     width = max(width, 10)
     bubble = max(8, min(width - 2, int(width * 0.75)))
     body_style = styles.own if msg.own else styles.peer
@@ -95,6 +140,8 @@ def render_message(
     # on the bubble is hard to read); the ✗ mark and the hint line say it failed.
     if msg.state in (OutState.PENDING, OutState.CANCELLING):
         body_style = body_style + Style(color=styles.pending.color)
+    if msg.mentions_me and not msg.own:
+        body_style = body_style + Style(bold=True)
     if selected:
         body_style = body_style + styles.selected
 
@@ -102,8 +149,14 @@ def render_message(
         mark = MARKS.get(msg.state, "") if msg.state else ""
         header = Text(f"{_time(msg.ts)} you {mark}", style=styles.meta)
     else:
-        header = Text(clean(msg.sender, single_line=True), style=styles.meta + Style(bold=True))
+        name_style = styles.meta + Style(bold=True)
+        if is_group_key(msg.peer):
+            # In a group each sender has a colour of their own, the same everywhere.
+            name_style = name_style + Style(color=name_colour(msg.sender))
+        header = Text(clean(msg.sender, single_line=True), style=name_style)
         header.append(f" · {_time(msg.ts)}", style=styles.meta)
+        if msg.mentions_me:
+            header.append(" · mentions you", style=styles.hint + Style(bold=True))
     lines: list[Text] = [header]
 
     body = Text(clean(msg.body), style=body_style)

@@ -11,28 +11,55 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from tui_chat.core.engine import Engine
-from tui_chat.core.models import ConnectionStatus, ConnState, ConversationSummary, OutState
+from tui_chat.core.models import (
+    ConnectionStatus,
+    ConnState,
+    ConversationSummary,
+    ConvKind,
+    OutState,
+)
+from tui_chat.protocol import MessageKind
+from tui_chat.ui.groups_text import conversation_name, event_line, is_pending_group
 from tui_chat.ui.sanitize import clean
 
 # alt+1 … alt+9 reach the first nine entries; their numbers are shown in the list.
 NUMBERED = 9
 
 
-def conversation_prompt(s: ConversationSummary, number: int | None = None, width: int = 28) -> Text:
-    """Number, name, unread count, failure mark and a one-line preview; never markup."""
+def conversation_prompt(
+    s: ConversationSummary, number: int | None = None, width: int = 28, me: str = ""
+) -> Text:
+    """Number, name, unread count, mentions, failure mark and a one-line preview; never
+    markup. A group shows its title (with "#"); one being created says so."""
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(f"{number} " if number is not None else "  ", style="dim")
-    text.append(clean(s.peer, single_line=True), style="bold" if s.unread else "")
+    group = s.kind is ConvKind.GROUP
+    if group:
+        text.append("# ", style="dim")
+    text.append(conversation_name(s), style="bold" if s.unread else "")
     if s.unread:
         text.append(" ")
         text.append(f" {s.unread} ", style="bold reverse")
+    if s.mentions:
+        text.append(f" @{s.mentions}", style="bold yellow")
+    if group and is_pending_group(s.peer):
+        text.append(" ◷ creating…", style="yellow")
+    elif group and not s.joined:
+        text.append(" (left)", style="dim")
     if s.failed:
         text.append(f" ✗{s.failed}", style="bold red")
     elif s.pending:
         text.append(f" ◷{s.pending}", style="yellow")
     preview = ""
-    if s.last is not None:
-        who = "you: " if s.last.own else ""
+    if s.last is not None and s.last.kind != MessageKind.TEXT:
+        preview = event_line(s.last, me)
+    elif s.last is not None:
+        if s.last.own:
+            who = "you: "
+        elif group:
+            who = clean(s.last.sender, single_line=True) + ": "
+        else:
+            who = ""
         preview = who + clean(s.last.body, single_line=True)
     # One line of preview, so every entry has the same height.
     width -= 2
@@ -59,14 +86,22 @@ class ConversationList(OptionList):
             super().__init__()
             self.peer = peer
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None, me: str = "") -> None:
         super().__init__(markup=False, id=id)
         self.summaries: dict[str, ConversationSummary] = {}
         self.order: list[str] = []
+        self.me = me
 
     def _prompt(self, summary: ConversationSummary) -> Text:
         place = self.order.index(summary.peer) + 1
-        return conversation_prompt(summary, place if place <= NUMBERED else None)
+        return conversation_prompt(summary, place if place <= NUMBERED else None, me=self.me)
+
+    def forget(self, key: str) -> None:
+        """A pending group that became another key (or was given up) leaves the list."""
+        if key in self.summaries:
+            del self.summaries[key]
+            self.order.remove(key)
+            self.remove_option(key)
 
     def show(self, summaries: list[ConversationSummary], current: str | None) -> None:
         self.summaries = {s.peer: s for s in summaries}

@@ -27,6 +27,7 @@ from tui_chat.core.config import AccountSection, ClientConfig, ServerSection, St
 from tui_chat.core.engine import Engine
 from tui_chat.core.models import ConnectionStatus, ConnState, OutState
 from tui_chat.core.store import LocalStore, OutboxRow
+from tui_chat.protocol import MessageKind
 from tui_chat.ui import widgets
 from tui_chat.ui.app import ChatApp
 from tui_chat.ui.demo_app import DemoApp
@@ -133,6 +134,28 @@ class Seed:
                 fresh_since=time.time_ns() // 1_000_000,
             )
         )
+
+    def group(self, conv: str, events: list[dict[str, object]], start: int) -> str:
+        """A group from its confirmed events (p.Message fields), one minute apart."""
+        key = "#" + conv
+        self.store.ensure_conversation(key, conv)
+        for seq, fields in enumerate(events, 1):
+            ts = T0 + (start + seq) * MINUTE
+            extra = {k: v for k, v in fields.items() if k not in ("sender", "body")}
+            self.store.insert_message(
+                conv,
+                seq,
+                str(fields["sender"]),
+                "",
+                f"{conv}-{seq}",
+                str(fields.get("body", "")),
+                ts,
+                **extra,  # type: ignore[arg-type]
+            )
+        self.store.recompute_group(key, conv)
+        self.store.advance_watermark(conv)
+        self.store.commit()
+        return key
 
     def build(self, status: ConnectionStatus) -> Engine:
         config = ClientConfig(
@@ -242,6 +265,33 @@ def test_help_screen(snap_compare: SnapCompare, seed: Seed) -> None:
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(100, 36), run_before=open_help)
+
+
+def test_group(snap_compare: SnapCompare, seed: Seed) -> None:
+    """A group: coloured sender names, membership lines, a mention, the member panel."""
+    two_conversations(seed)
+    K = MessageKind
+    seed.group(
+        "g-trip",
+        [
+            {"sender": "ada", "kind": K.CREATED, "title": "Weekend trip",
+             "members": ["ada", USER, "grace", "linus"]},
+            {"sender": "ada", "body": "Saturday at 9, at the station?"},
+            {"sender": "grace", "body": "Works for me. you, can you bring the map?"},
+            {"sender": USER, "body": "Yes, I have it."},
+            {"sender": "ada", "kind": K.REMOVED, "user": "linus"},
+            {"sender": "ada", "kind": K.ADDED, "user": "mae"},
+            {"sender": "mae", "body": "Thanks for adding me!"},
+        ],
+        start=120,
+    )  # fmt: skip
+    app = ChatApp(seed.build(ONLINE), run_engine=False)
+
+    async def open_group(pilot: Pilot[int]) -> None:
+        await steady(pilot)
+        await pilot.press("alt+3")  # grace, ada, then the group: first contact first
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=open_group)
 
 
 def test_demo(snap_compare: SnapCompare, seed: Seed) -> None:
