@@ -2,7 +2,8 @@
 
 ``python -m harness.chaos_client --config PATH [--broken VARIANT]`` runs exactly
 ``tui-chat headless --config PATH`` with one addition: just before the engine hands a
-``send`` frame to its websocket it prints ``{"event":"wire","client_id":...}`` on the same
+``send`` frame (or a group command: ``create``, ``add``, ``remove``, ``leave``,
+``rename``) to its websocket it prints ``{"event":"wire","client_id":...}`` on the same
 stdout as every other event. The line is written before the frame, so a message with no
 ``wire`` line before its give-up was certainly never on the wire (a SIGKILL between the line
 and the frame only makes the log more cautious). The checker needs this to tell a given-up
@@ -24,12 +25,16 @@ import sys
 from tui_chat import protocol as p
 from tui_chat.core.engine import Engine
 
+# Every frame that carries a client_id the outbox keeps: a send, and the group commands
+# (each is a message of the group's stream, given up and retried like a send).
+_OUTBOX_FRAMES = (p.Send, p.Create, p.Add, p.Remove, p.Leave, p.Rename)
+
 
 def wire_log(engine: Engine) -> None:
-    """Print a ``wire`` line for every ``send`` frame, before the frame is written."""
+    """Print a ``wire`` line for every outbox frame, before the frame is written."""
 
     def observe(direction: str, frame: p.ServerFrame | p.ClientFrame) -> None:
-        if direction == "out" and isinstance(frame, p.Send):
+        if direction == "out" and isinstance(frame, _OUTBOX_FRAMES):
             sys.stdout.write(json.dumps({"event": "wire", "client_id": frame.client_id}) + "\n")
             sys.stdout.flush()
 
