@@ -227,6 +227,9 @@ class ServerView:
     conversations: dict[str, tuple[str, str, int]]
     # conv -> last_seq: the groups
     groups: dict[str, int] = field(default_factory=dict)
+    # conv -> user -> [(joined_seq, left_seq or None)]: the server's own membership record
+    # (the ``members`` table, what its checks read), when the schema has one
+    intervals: dict[str, dict[str, list[tuple[int, int | None]]]] | None = None
 
 
 @dataclass
@@ -303,6 +306,17 @@ def read_server(path: Path) -> ServerView:
         extra_groups = (
             conn.execute("SELECT id, last_seq FROM groups").fetchall() if groups_table else []
         )
+        intervals: dict[str, dict[str, list[tuple[int, int | None]]]] | None = None
+        if groups_table and {"conv", "user", "joined_seq", "left_seq"} <= set(
+            _columns(conn, "members")
+        ):
+            intervals = defaultdict(lambda: defaultdict(list))
+            for conv, user, joined, left in conn.execute(
+                "SELECT conv, user, joined_seq, left_seq FROM members ORDER BY conv, joined_seq"
+            ):
+                intervals[str(conv)][str(user)].append(
+                    (int(joined), None if left is None else int(left))
+                )
     direct = {
         str(c[0]): (str(c[1] or ""), str(c[2] or ""), int(c[3]))
         for c in convs
@@ -314,7 +328,7 @@ def read_server(path: Path) -> ServerView:
     for r in rows:
         if r.seq == 1 and r.kind == "created" and r.conv not in groups:
             groups[r.conv] = int(direct.pop(r.conv, ("", "", 0))[2])
-    return ServerView(rows, direct, groups)
+    return ServerView(rows, direct, groups, intervals)
 
 
 def read_store(path: Path) -> StoreView:
@@ -581,6 +595,18 @@ def judge(
             g = groups[conv] = GroupStream(conv, [r for r in view.messages if r.conv == conv], last)
             for problem in g.problems:
                 add("membership", f"{label}: {problem}")
+            if view.intervals is not None:
+                # What the server's membership checks read must be what its events say.
+                recorded = {u: list(runs) for u, runs in view.intervals.get(conv, {}).items()}
+                users = {*recorded, *(u for s in range(1, last + 1) for u in g.members_at(s))}
+                derived = {u: g.terms(u) for u in users if g.terms(u)}
+                for u in sorted(recorded.keys() | derived.keys()):
+                    if recorded.get(u, []) != derived.get(u, []):
+                        add(
+                            "membership",
+                            f"{label}: group {conv} records {u}'s membership as "
+                            f"{recorded.get(u, [])}; its events make it {derived.get(u, [])}",
+                        )
         for r in view.messages:
             if r.conv not in view.groups and r.kind != "text":
                 add("membership", f"{label}: a {r.kind!r} event in direct conversation {r.conv}")

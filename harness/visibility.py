@@ -65,11 +65,18 @@ class GroupStream:
         members: frozenset[str] = frozenset()
         title = ""
         by_seq = {e.seq: e for e in ordered}
+        # user -> [joined_seq, left_seq or None] per membership interval
+        self._terms: dict[str, list[list[int | None]]] = {}
         for seq in range(1, self.last_seq + 1):
             self._before[seq] = members
             e = by_seq.get(seq)
             if e is not None:
+                before = members
                 members, title = self._apply(e, members, title)
+                for u in members - before:
+                    self._terms.setdefault(u, []).append([seq, None])
+                for u in before - members:
+                    self._terms[u][-1][1] = seq
             self._after[seq] = members
             self.title[seq] = title
 
@@ -135,6 +142,11 @@ class GroupStream:
 
     def visible(self, user: str) -> set[int]:
         return {s for s in range(1, self.last_seq + 1) if self.sees(user, s)}
+
+    def terms(self, user: str) -> list[tuple[int, int | None]]:
+        """Each membership interval: (the seq that made ``user`` a member, the seq that
+        ended it, or None while it lasts). Two intervals may touch (removed, re-added)."""
+        return [(int(a or 0), b) for a, b in self._terms.get(user, [])]
 
     def ever_member(self, user: str) -> bool:
         return any(user in m for m in self._after.values())

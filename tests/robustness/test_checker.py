@@ -814,6 +814,15 @@ class GroupWorld:
             cid = f"{sender[0]}{seq}"
             self.server.append(Row(GROUP, seq, sender, "", cid, body, kind, **extra))
         self.last_seq = len(plan)
+        # The server's members table, as its events make it.
+        self.intervals: dict[str, dict[str, list[tuple[int, int | None]]]] | None = {
+            GROUP: {
+                "alice": [(1, None)],
+                "bob": [(1, 9)],
+                "carol": [(1, 6), (11, None)],
+                "dave": [(4, None)],
+            }
+        }
         self.logs: dict[str, list[dict[str, Any]]] = {u: [] for u in self.USERS}
         self.outboxes: dict[str, list[OutRow]] = {u: [] for u in self.USERS}
         self.stores: dict[str, list[Row]] = {u: [] for u in self.USERS}
@@ -894,7 +903,7 @@ class GroupWorld:
         return next(r for r in self.server if r.seq == seq)
 
     def judge(self, **kwargs: Any) -> Report:
-        server = ServerView(list(self.server), {}, {GROUP: self.last_seq})
+        server = ServerView(list(self.server), {}, {GROUP: self.last_seq}, self.intervals)
         stores = {
             u: StoreView(
                 list(self.stores[u]),
@@ -925,6 +934,8 @@ def test_the_visibility_intervals_follow_the_membership_events(group: GroupWorld
     assert stream.members_at(6) == {"alice", "bob", "dave"}
     assert stream.members_at(12) == {"alice", "carol", "dave"}
     assert stream.title[8] == "plans" and stream.creator == "alice"
+    assert stream.terms("carol") == [(1, 6), (11, None)]
+    assert stream.terms("bob") == [(1, 9)] and stream.terms("dave") == [(4, None)]
 
 
 def test_a_consistent_group_history_passes(group: GroupWorld) -> None:
@@ -1086,4 +1097,18 @@ def test_a_group_message_sent_after_the_removal_is_not_lost(group: GroupWorld) -
          "error": "you are no longer a member of this group"},
     ]  # fmt: skip
     group.outboxes["carol"].append(OutRow("c-late", GKEY, "too late", "failed", 99, False, "text"))
+    assert group.judge().ok
+
+
+def test_a_server_membership_record_that_disagrees_with_its_events_is_caught(
+    group: GroupWorld,
+) -> None:
+    # The members table (what the server's checks read) never recorded carol's removal:
+    # the events say she was out from 6 to 11.
+    assert group.intervals is not None
+    group.intervals[GROUP]["carol"] = [(1, None)]
+    report = group.judge()
+    assert kinds(report) == {"membership"}
+    assert "records carol's membership as [(1, None)]" in report.violations[0].detail
+    group.intervals = None  # a schema without that table: nothing to compare
     assert group.judge().ok
