@@ -38,9 +38,11 @@ Every repeat measures, in this process (the client side):
 2. **decode floor**: ``tui_chat.protocol.decode_server`` over the same messages as the exact
    ``message`` frames the server sends (encoded with ``tui_chat.protocol.encode``), no I/O.
 3. **raw receive floor**: a bare ``websockets`` client (same connect options as the engine)
-   sends the ``hello`` with no cursors and receives + decodes every frame until ``synced``;
-   no store, no events. This includes the server's own replay speed, so it is the floor for
-   anything a client can do with this server.
+   sends the ``hello`` with no cursors and ``replay_pages`` (as the engine does) and receives
+   + decodes every frame until ``synced``; no store, no events. This includes the server's
+   own replay speed, so it is the floor for anything a client can do with this server. The
+   same without ``replay_pages`` (one ``message`` frame per message, what an older client
+   gets) is printed below it: the per-frame cost that paged replay removes.
 4. **send→sent latency**, after the catch-up: an engine logged in as ``lat_e`` and a bare
    websocket client logged in as ``lat_b`` (both online, both sending to user ``sink``)
    alternate ``--latency-messages`` sequential sends: the engine's from just before
@@ -226,7 +228,11 @@ def measure_decode(frames: list[bytes]) -> float:
     return time.perf_counter() - t0
 
 
-async def measure_raw_receive(server: ServerProcess, token: str, expected: int) -> dict[str, float]:
+async def measure_raw_receive(
+    server: ServerProcess, token: str, expected: int, *, pages: bool = True
+) -> dict[str, float]:
+    """A bare client's catch-up: the replay as pages (as the engine asks), or as one
+    ``message`` frame per message (``pages=False``, what older clients get)."""
     cpu = _Cpu(server)
     t0 = time.perf_counter()
     async with connect(
@@ -236,13 +242,17 @@ async def measure_raw_receive(server: ServerProcess, token: str, expected: int) 
         compression=None,
         ping_interval=None,
     ) as ws:
-        hello = p.Hello(v=p.PROTOCOL_VERSION, user=READER, token=token, cursors={})
+        hello = p.Hello(
+            v=p.PROTOCOL_VERSION, user=READER, token=token, cursors={}, replay_pages=pages
+        )
         await ws.send(p.encode(hello), text=True)
         count = 0
         async for raw in ws:
             frame = p.decode_server(raw)
             if isinstance(frame, p.Message):
                 count += 1
+            elif isinstance(frame, p.HistoryPage):
+                count += len(frame.messages)
             elif isinstance(frame, p.Synced):
                 break
         elapsed = time.perf_counter() - t0
@@ -401,6 +411,10 @@ def summarize(runs: list[dict[str, Any]], n: int) -> dict[str, Any]:
         "raw_seconds": raw_s,
         "raw_rates": [n / r["raw"]["seconds"] for r in runs],
         "raw_client_cpu": med("raw", "client_cpu"),
+        "raw_frames_rate": n / med("raw_frames", "seconds"),
+        "raw_frames_seconds": med("raw_frames", "seconds"),
+        "raw_frames_client_cpu": med("raw_frames", "client_cpu"),
+        "raw_frames_server_cpu": med("raw_frames", "server_cpu"),
         "raw_server_cpu": med("raw", "server_cpu"),
         "decode_rate": n / dec_s,
         "apply_cpu_rate": n / med("apply", "cpu"),
@@ -438,6 +452,11 @@ def print_report(s: dict[str, Any], args: argparse.Namespace, conversations: int
     print(
         f"{'raw websocket receive+decode':<34}{s['raw_seconds']:>9.3f}"
         f"{s['raw_rate']:>11,.0f}{s['raw_client_cpu']:>11.2f}s{s['raw_server_cpu']:>11.2f}s"
+    )
+    print(
+        f"{'  same, one frame per message':<34}{s['raw_frames_seconds']:>9.3f}"
+        f"{s['raw_frames_rate']:>11,.0f}{s['raw_frames_client_cpu']:>11.2f}s"
+        f"{s['raw_frames_server_cpu']:>11.2f}s"
     )
     print(
         f"{'decode_server only (no I/O)':<34}{s['decode_seconds']:>9.3f}"
@@ -559,6 +578,10 @@ async def run_scenario(
             raw = await asyncio.wait_for(
                 measure_raw_receive(server, tokens[READER], len(frames)), args.timeout
             )
+            raw_frames = await asyncio.wait_for(
+                measure_raw_receive(server, tokens[READER], len(frames), pages=False),
+                args.timeout,
+            )
             dec = measure_decode(frames)
             apply = measure_store_apply(frames, base / f"reader-{rep}")
             lat = None
@@ -569,6 +592,7 @@ async def run_scenario(
             run = {
                 "engine": eng,
                 "raw": raw,
+                "raw_frames": raw_frames,
                 "decode_seconds": dec,
                 "apply": apply,
                 "latency": lat,
@@ -584,7 +608,8 @@ async def run_scenario(
             )
             print(
                 f"repeat {rep + 1}: engine {n / eng['seconds']:,.0f}/s, "
-                f"raw {n / raw['seconds']:,.0f}/s, decode {n / dec:,.0f}/s, "
+                f"raw {n / raw['seconds']:,.0f}/s (per-message frames "
+                f"{n / raw_frames['seconds']:,.0f}/s), decode {n / dec:,.0f}/s, "
                 f"store apply {n / apply['cpu']:,.0f}/s of CPU{latency}, "
                 f"load {load:.1f}",
                 flush=True,

@@ -41,11 +41,15 @@ class _Frame(msgspec.Struct, tag_field="type"):
 # ---------------------------------------------------------------- client → server
 
 
-class Hello(_Frame, tag="hello"):
+class Hello(_Frame, tag="hello", omit_defaults=True):
     v: int
     user: UserName
     token: Annotated[str, msgspec.Meta(max_length=256)]
     cursors: dict[ConvId, Seq] = {}
+    # True: the replay comes as ``history`` pages (``after`` = the cursor) instead of one
+    # ``message`` frame per message. Per-frame costs (websocket framing, one decode and
+    # one await per message on both sides) were most of a catch-up's time.
+    replay_pages: bool = False
 
 
 class Send(_Frame, tag="send", omit_defaults=True):

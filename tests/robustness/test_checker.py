@@ -98,7 +98,8 @@ class World:
                 (CONV, seq),
             )
             conn.execute(
-                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages(conv, seq, sender, recipient, client_id, body, ts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (CONV, seq, sender, to, cid, body, 1000 + seq),
             )
         conn.close()
@@ -576,7 +577,9 @@ def old_epoch_with_a5(world: World) -> Path:
     with conn:
         conn.execute("UPDATE conversations SET last_seq=5")
         conn.execute(
-            "INSERT INTO messages VALUES (?, 5, 'alice', 'bob', 'a5', 'body of a5', 1005)", (CONV,)
+            "INSERT INTO messages(conv, seq, sender, recipient, client_id, body, ts) "
+            "VALUES (?, 5, 'alice', 'bob', 'a5', 'body of a5', 1005)",
+            (CONV,),
         )
     conn.close()
     world.shown_sent("alice", "bob", "a5", 5)

@@ -163,6 +163,7 @@ def targeted(convs: list[str], tokens: dict[str, str]) -> st.SearchStrategy[str]
             "to": names,
             "body": st.sampled_from(["hi", " ", "", "x" * 201, "[bold]x[/] \x1b[2J"]),
         },
+        # A "conv" beside "to" is a send with both: rejected bad_frame.
         optional={"sender": names, "conv": conv, "seq": seqs, "ts": seqs},
     )
     hello = st.fixed_dictionaries(
@@ -204,7 +205,10 @@ def expect(frames: list[str | bytes], carol_convs: set[str], known_ids: set[str]
         else:
             assert isinstance(frame, p.Send)
             cid = frame.client_id
-            if len(frame.body) > LIMITS.max_body:
+            if (frame.to is None) == (frame.conv is None):
+                # Exactly one of to (a peer) and conv (a group).
+                out.replies[("reject", cid, p.ErrorCode.BAD_FRAME)] += 1
+            elif len(frame.body) > LIMITS.max_body:
                 out.replies[("reject", cid, p.ErrorCode.TOO_LONG)] += 1
             elif not frame.body.strip():
                 out.replies[("reject", cid, p.ErrorCode.EMPTY_BODY)] += 1

@@ -265,23 +265,31 @@ async def test_no_way_of_paging_or_reading_a_foreign_conversation_works(
 
 
 async def test_a_send_cannot_be_aimed_at_a_conversation(chat_server: RunningServer) -> None:
-    """``send`` names a user, not a conversation: a forged ``conv``/``seq`` changes nothing."""
+    """A forged ``conv``/``seq`` changes nothing: a ``send`` with both ``to`` and ``conv`` is
+    refused (``bad_frame``), and a direct conversation's id in ``conv`` is no group of the
+    sender's (``not_member``), even for one of its members."""
     conv = await pair_conversation(chat_server, 2)
     carol, *_ = await login(chat_server.url, "carol", chat_server.tokens["carol"])
+    alice, *_ = await login(chat_server.url, "alice", chat_server.tokens["alice"])
     try:
         await send_raw(
             carol, _raw(p.Send(client_id="aim-1", to="bob", body="in?"), conv=conv, seq=3, ts=1)
         )
-        ack, _ = await recv_until(carol, p.Ack)
-        assert ack.conv != conv and ack.seq == 1
+        reject, _ = await recv_until(carol, p.Reject)
+        assert (reject.client_id, reject.code) == ("aim-1", p.ErrorCode.BAD_FRAME)
+        for ws, cid in ((carol, "aim-2"), (alice, "aim-3")):
+            await send_frame(ws, p.Send(client_id=cid, conv=conv, body="in?"))
+            reject, _ = await recv_until(ws, p.Reject)
+            assert (reject.client_id, reject.code) == (cid, p.ErrorCode.NOT_MEMBER)
     finally:
         await carol.close()
+        await alice.close()
     assert db_rows(
         chat_server.db_path, "SELECT last_seq FROM conversations WHERE id=?", (conv,)
     ) == [(2,)]
     assert db_rows(
-        chat_server.db_path, "SELECT conv, seq, sender FROM messages WHERE client_id='aim-1'"
-    ) == [(ack.conv, 1, "carol")]
+        chat_server.db_path, "SELECT count(*) FROM messages WHERE client_id LIKE 'aim-%'"
+    ) == [(0,)]
 
 
 # ---------------------------------------------------------------- identity

@@ -236,3 +236,26 @@ async def send_message(
         frame = await recv_frame(ws, max(0.0, deadline - loop.time()))
         if isinstance(frame, Ack | Reject) and frame.client_id == client_id:
             return frame
+
+
+async def command(ws: ClientConnection, frame: _Frame, within: float = STEP) -> Ack | Reject:
+    """Send a frame answered by ack or reject (``send``, ``create``, ``add``, ``remove``,
+    ``leave``, ``rename``) and return the answer with its ``client_id``; other frames before
+    it are dropped."""
+    client_id = getattr(frame, "client_id")  # noqa: B009 - every such frame has one
+    await send_frame(ws, frame)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        got = await recv_frame(ws, max(0.0, deadline - loop.time()))
+        if isinstance(got, Ack | Reject) and got.client_id == client_id:
+            return got
+
+
+async def recv_messages(ws: ClientConnection, count: int, within: float = STEP) -> list[Message]:
+    """The next ``count`` message frames (other frames in between are skipped)."""
+    out: list[Message] = []
+    for _ in range(count):
+        msg, _skipped = await recv_until(ws, Message, within)
+        out.append(msg)
+    return out

@@ -94,6 +94,7 @@ class SyncCore:
             user=self.replica.user,
             token=token,
             cursors=self.store.watermarks(),
+            replay_pages=True,
         )
 
     def end_session(self) -> None:
@@ -288,6 +289,8 @@ class SyncCore:
             if callback is not None:
                 callback(page)
             return
+        if not self.online:
+            self._replayed += len(page.messages)
         for m in page.messages:
             self._apply(m, replay=True)
         self._gap_answered(page.conv, page.after)

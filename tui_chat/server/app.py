@@ -7,6 +7,7 @@ import collections
 import concurrent.futures
 import contextlib
 import functools
+import itertools
 import logging
 import sqlite3
 import ssl
@@ -22,9 +23,11 @@ from websockets.exceptions import ConnectionClosed
 from tui_chat.protocol import (
     PROTOCOL_VERSION,
     Ack,
+    Add,
     Cancel,
     Cancelled,
     CloseCode,
+    Create,
     Error,
     ErrorCode,
     FrameError,
@@ -32,11 +35,15 @@ from tui_chat.protocol import (
     HistoryMessage,
     HistoryPage,
     HistoryRequest,
+    Leave,
     Lookup,
     Message,
+    MessageKind,
     Read,
     Receipt,
     Reject,
+    Remove,
+    Rename,
     Send,
     Synced,
     UserInfo,
@@ -44,15 +51,19 @@ from tui_chat.protocol import (
     decode_client,
     encode,
 )
-from tui_chat.server import db
+from tui_chat.server import db, visibility
 from tui_chat.server.config import ServerConfig
+from tui_chat.server.groups import GroupLimits
 from tui_chat.server.session import CLOSE_TIMEOUT, Session, TokenBucket, close_within
 from tui_chat.server.throttle import LoginThrottle
 from tui_chat.server.writer import (
     ACCOUNT_REMOVED,
+    COMMANDS,
     TOKEN_REVOKED,
     AccountClosed,
     CancelRequest,
+    GroupOp,
+    GroupRequest,
     Outcome,
     ReadRequest,
     ReadStored,
@@ -74,6 +85,7 @@ ACCOUNT_POLL_S = 0.25
 MAX_PAGE_BYTES = 512 * 1024
 _page_encoder = msgspec.json.Encoder()
 T = TypeVar("T")
+GroupFrame = Create | Add | Remove | Leave | Rename
 
 
 class _Readers:
@@ -142,6 +154,11 @@ class ChatServer:
             synchronous=dur.synchronous,
             linger_s=dur.group_commit_ms / 1000,
             max_batch=dur.max_batch,
+            group_limits=GroupLimits(
+                self.config.limits.max_group_members,
+                self.config.limits.max_title,
+                self.config.limits.max_groups_per_user,
+            ),
         )
         self._writer.start()
         self._readers = _Readers(self.db_path)
@@ -269,6 +286,7 @@ class ChatServer:
         self.login_throttle.succeeded(throttle_key)
         session = Session(ws, account, limits.max_outgoing, limits.max_outgoing_bytes)
         session.replayed = dict(frame.cursors)
+        session.replay_pages = frame.replay_pages
         # Registered before the replay snapshot is read: anything committed
         # later is queued, anything earlier is in the snapshot; the overlap is
         # filtered by seq in the session's sender.
@@ -354,25 +372,51 @@ class ChatServer:
     async def _replay(self, session: Session) -> None:
         assert self._readers is not None
         account = session.account.id
-        convs = await self._readers.run(lambda c: db.conversations_of(c, account))
+
+        def conversations(c: sqlite3.Connection) -> tuple[dict[str, int], dict[str, int]]:
+            return db.conversations_of(c, account), visibility.groups_of(c, account)
+
+        convs, groups = await self._readers.run(conversations)
         cursors: dict[str, int] = {}
-        for conv, last_seq in convs.items():
+        for conv, last_seq in itertools.chain(convs.items(), groups.items()):
+            # For a group, last_seq is the last seq visible to this account: what a
+            # hostile cursor can reach is bounded by the same rule as every read.
             after = min(session.replayed.get(conv, 0), last_seq)
             while after < last_seq:
-                page = await self._readers.run(
-                    functools.partial(db.messages_after, conv=conv, after=after, limit=REPLAY_PAGE)
-                )
+                if conv in groups:
+                    read = functools.partial(
+                        visibility.visible_after,
+                        account=account,
+                        conv=conv,
+                        after=after,
+                        limit=REPLAY_PAGE,
+                    )
+                else:
+                    read = functools.partial(
+                        db.messages_after, conv=conv, after=after, limit=REPLAY_PAGE
+                    )
+                page = await self._readers.run(read)
                 if not page:
                     break
-                for m in page:
-                    await session.ws.send(encode(m), text=True)
+                if session.replay_pages:
+                    page = _cap_page(page, keep_oldest=True)
+                    await session.ws.send(
+                        encode(HistoryPage(conv, page, False, None, after)), text=True
+                    )
+                else:
+                    for m in page:
+                        await session.ws.send(encode(m), text=True)
                 after = page[-1].seq
             cursors[conv] = after
         # Read positions change while a client is away too; they are small, so
-        # the replay always carries all of them.
+        # the replay always carries all of them (of a group: its current members', if the
+        # user is one).
         conv_ids = list(convs)
-        positions = await self._readers.run(lambda c: db.read_positions(c, conv_ids))
-        for conv, reader, read_seq in positions:
+
+        def positions(c: sqlite3.Connection) -> list[tuple[str, str, int]]:
+            return db.read_positions(c, conv_ids) + visibility.group_read_positions(c, account)
+
+        for conv, reader, read_seq in await self._readers.run(positions):
             await session.ws.send(encode(Receipt(conv, reader, read_seq)), text=True)
         # Cursors for conversations the user is not in are dropped, not echoed.
         session.replayed = dict(cursors)
@@ -391,7 +435,8 @@ class ChatServer:
             except FrameError as exc:
                 session.push(encode(Error(code=exc.code, reason=exc.reason)))
                 continue
-            if isinstance(frame, Send):
+            if isinstance(frame, Send | GroupFrame):
+                # Group commands are limited like sends, and answered the same way.
                 if wait:
                     self._reject(
                         session,
@@ -401,8 +446,10 @@ class ChatServer:
                         True,
                         retry_after=round(wait, 3),
                     )
-                else:
+                elif isinstance(frame, Send):
                     self._on_send(session, frame)
+                else:
+                    self._on_group(session, frame)
             elif wait:
                 session.push(encode(Error(code=ErrorCode.RATE_LIMITED, reason="too many frames")))
             elif isinstance(frame, HistoryRequest):
@@ -439,10 +486,13 @@ class ChatServer:
     def _on_send(self, session: Session, frame: Send) -> None:
         limits = self.config.limits
         assert self._writer is not None
-        if frame.to is None or frame.conv is not None:
-            # Groups (send {conv}) come with the groups work; until then only DMs.
+        if (frame.to is None) == (frame.conv is None):
             self._reject(
-                session, frame.client_id, ErrorCode.BAD_FRAME, "send needs exactly 'to'", False
+                session,
+                frame.client_id,
+                ErrorCode.BAD_FRAME,
+                "send needs exactly one of 'to' and 'conv'",
+                False,
             )
         elif len(frame.body) > limits.max_body:
             self._reject(
@@ -454,15 +504,8 @@ class ChatServer:
             )
         elif not frame.body.strip():
             self._reject(session, frame.client_id, ErrorCode.EMPTY_BODY, "message is empty", False)
-        elif self._writer.pending >= limits.max_pending_writes:
-            self._reject(
-                session,
-                frame.client_id,
-                ErrorCode.UNAVAILABLE,
-                "server is busy",
-                True,
-                retry_after=1.0,
-            )
+        elif self._busy(session, frame.client_id):
+            pass
         else:
             account = session.account
             self._writer.submit(
@@ -470,12 +513,44 @@ class ChatServer:
                     account.name,
                     account.id,
                     account.token_hash,
-                    frame.to,
+                    frame.to or "",
                     frame.client_id,
                     frame.body,
                     session,
+                    frame.conv,
                 )
             )
+
+    def _busy(self, session: Session, client_id: str) -> bool:
+        """Too many writes already wait: reject (retryable) rather than queue without bound."""
+        assert self._writer is not None
+        if self._writer.pending < self.config.limits.max_pending_writes:
+            return False
+        self._reject(
+            session, client_id, ErrorCode.UNAVAILABLE, "server is busy", True, retry_after=1.0
+        )
+        return True
+
+    def _on_group(self, session: Session, frame: GroupFrame) -> None:
+        """create, add, remove, leave, rename: every rule is decided by the writer."""
+        assert self._writer is not None
+        if self._busy(session, frame.client_id):
+            return
+        account = session.account
+        request = GroupRequest(
+            "", account.name, account.id, account.token_hash, frame.client_id, session
+        )
+        if isinstance(frame, Create):
+            request.op, request.title, request.members = GroupOp.CREATE, frame.title, frame.members
+        elif isinstance(frame, Add):
+            request.op, request.conv, request.user = GroupOp.ADD, frame.conv, frame.user
+        elif isinstance(frame, Remove):
+            request.op, request.conv, request.user = GroupOp.REMOVE, frame.conv, frame.user
+        elif isinstance(frame, Leave):
+            request.op, request.conv = GroupOp.LEAVE, frame.conv
+        else:
+            request.op, request.conv, request.title = GroupOp.RENAME, frame.conv, frame.title
+        self._writer.submit(request)
 
     def _on_cancel(self, session: Session, frame: Cancel) -> None:
         assert self._writer is not None
@@ -504,23 +579,43 @@ class ChatServer:
     async def _on_history(self, session: Session, frame: HistoryRequest) -> None:
         assert self._readers is not None
         account = session.account.id
+        floor = frame.after or 0
+        keep_oldest = frame.after is not None
 
-        def query(c: sqlite3.Connection) -> list[HistoryMessage] | None:
-            if not db.is_member(c, frame.conv, account):
-                return None
-            return db.messages_before(c, frame.conv, frame.before, frame.after or 0, frame.limit)
+        def query(c: sqlite3.Connection) -> tuple[list[HistoryMessage], bool] | None:
+            # One read transaction: the membership check and the page see one snapshot.
+            c.execute("BEGIN")
+            try:
+                if visibility.is_group(c, frame.conv):
+                    if not visibility.ever_member(c, frame.conv, account):
+                        return None
+                    page = visibility.visible_before(
+                        c, account, frame.conv, frame.before, floor, frame.limit
+                    )
+                    page = _cap_page(page, keep_oldest=keep_oldest)
+                    # A member's visible seqs have holes (before the join, between
+                    # intervals): complete means nothing visible is left below.
+                    complete = not page or not visibility.visible_between(
+                        c, account, frame.conv, floor, page[0].seq
+                    )
+                    return page, complete
+                if not db.is_member(c, frame.conv, account):
+                    return None
+                page = db.messages_before(c, frame.conv, frame.before, floor, frame.limit)
+                page = _cap_page(page, keep_oldest=keep_oldest)
+                return page, not page or page[0].seq <= floor + 1
+            finally:
+                c.execute("COMMIT")
 
-        messages = await self._readers.run(query)
-        if messages is None:
+        found = await self._readers.run(query)
+        if found is None:
             session.push(
                 encode(
                     Error(code=ErrorCode.NOT_MEMBER, reason="no such conversation for this user")
                 )
             )
             return
-        messages = _cap_page(messages, keep_oldest=frame.after is not None)
-        floor = frame.after or 0
-        complete = not messages or messages[0].seq <= floor + 1
+        messages, complete = found
         session.push(encode(HistoryPage(frame.conv, messages, complete, frame.before, frame.after)))
 
     # ------------------------------------------------------------ fan-out
@@ -542,25 +637,14 @@ class ChatServer:
                     )
                 )
                 if not outcome.duplicate:
-                    data = encode(
-                        Message(
-                            conv=outcome.conv,
-                            seq=outcome.seq,
-                            sender=outcome.sender,
-                            to=outcome.to,
-                            client_id=outcome.client_id,
-                            body=outcome.body,
-                            ts=outcome.ts,
-                        )
-                    )
-                    self._fan_out(set(outcome.members), data, outcome.conv, outcome.seq)
+                    self._fan_out_stored(outcome)
             elif isinstance(outcome, Tombstoned):
                 origin.push(encode(Cancelled(outcome.client_id)))
             elif isinstance(outcome, AccountClosed):
                 # No answer to the request: it was not stored, and the session is closed.
                 self._close_account(origin, outcome.reason)
             elif isinstance(outcome, Refused):
-                if isinstance(req, SendRequest):
+                if isinstance(req, COMMANDS):
                     self._reject(
                         origin, req.client_id, outcome.code, outcome.reason, outcome.retryable
                     )
@@ -569,6 +653,30 @@ class ChatServer:
             elif isinstance(outcome, ReadStored):
                 data = encode(Receipt(outcome.conv, outcome.user, outcome.read_seq))
                 self._fan_out(set(outcome.members), data, None, 0)
+
+    def _fan_out_stored(self, outcome: Stored) -> None:
+        """Encode the new event once and queue it for every connection of every member."""
+        added = outcome.kind == MessageKind.ADDED
+        message = Message(
+            conv=outcome.conv,
+            seq=outcome.seq,
+            sender=outcome.sender,
+            to=outcome.to,
+            client_id=outcome.client_id,
+            body=outcome.body,
+            ts=outcome.ts,
+            kind=outcome.kind,
+            user=outcome.user,
+            title=outcome.title,
+            members=None if added or outcome.names is None else list(outcome.names),
+        )
+        accounts = set(outcome.members)
+        if added:
+            # The added member's copy carries the member list: where its view begins.
+            accounts.discard(outcome.added_id)
+            mine = msgspec.structs.replace(message, members=list(outcome.names or ()))
+            self._fan_out({outcome.added_id}, encode(mine), outcome.conv, outcome.seq)
+        self._fan_out(accounts, encode(message), outcome.conv, outcome.seq)
 
     def _fan_out(self, accounts: set[int], data: bytes, conv: str | None, seq: int) -> None:
         for account in accounts:

@@ -41,6 +41,11 @@ class Limits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     # Failed logins per user name within auth_window seconds before throttling.
     auth_failures: PositiveInt = 5
     auth_window: Positive = 60.0
+    # Groups: members of one group (its creator included), characters in a title, and
+    # groups one account may currently be a member of.
+    max_group_members: PositiveInt = 1000
+    max_title: PositiveInt = 100
+    max_groups_per_user: PositiveInt = 500
 
 
 class Durability(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

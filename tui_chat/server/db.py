@@ -20,13 +20,23 @@ import msgspec
 
 from tui_chat.protocol import USER_RE, HistoryMessage
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 # Accounts are rows with an id that is never reused (AUTOINCREMENT, and a removed account
 # keeps its row): history belongs to the id, not the name, so a new account with an old
 # name starts with an empty history while the peers keep the old conversations.
 # ``sends`` is the registry of every client_id an account used: stored at (conv, seq), or
-# cancelled (conv NULL, a tombstone). One lookup decides duplicate, cancelled or new.
+# cancelled (conv NULL, a tombstone). One lookup decides duplicate, cancelled or new; group
+# commands (create, add, remove, leave, rename) are registered there like sends.
+#
+# Version 3 adds groups. A group's events are ``messages`` rows like any other (same seq
+# stream, ``recipient`` ''), with ``kind`` and the ``user``/``title`` they concern;
+# ``members`` holds the JSON member list of a ``created`` event. ``members`` (the table)
+# holds one row per membership interval: from the event that made the account a member
+# (``joined_seq``: the ``created`` or its ``added``) to the event that ended it
+# (``left_seq``: its ``removed`` or ``left``, NULL while it lasts), ``ord`` being the join
+# order. What a member may see is exactly the seqs inside its intervals, so every read of
+# a group joins messages with this table in the same statement.
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -58,6 +68,10 @@ CREATE TABLE IF NOT EXISTS messages (
     client_id  TEXT NOT NULL,
     body       TEXT NOT NULL,
     ts         INTEGER NOT NULL,
+    kind       TEXT NOT NULL DEFAULT 'text',
+    user       TEXT,
+    title      TEXT,
+    members    TEXT,
     PRIMARY KEY (conv, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sends (
@@ -68,6 +82,23 @@ CREATE TABLE IF NOT EXISTS sends (
     ts         INTEGER NOT NULL,
     PRIMARY KEY (sender_id, client_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS groups (
+    id          TEXT PRIMARY KEY,
+    title       TEXT NOT NULL,
+    creator_id  INTEGER NOT NULL REFERENCES users (id),
+    last_seq    INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS members (
+    ord         INTEGER PRIMARY KEY,
+    conv        TEXT NOT NULL REFERENCES groups (id),
+    user_id     INTEGER NOT NULL REFERENCES users (id),
+    user        TEXT NOT NULL,
+    joined_seq  INTEGER NOT NULL,
+    left_seq    INTEGER
+);
+CREATE INDEX IF NOT EXISTS members_user ON members (user_id, conv);
+CREATE INDEX IF NOT EXISTS members_conv ON members (conv, user);
 CREATE TABLE IF NOT EXISTS reads (
     conv      TEXT NOT NULL,
     user      TEXT NOT NULL,
@@ -163,7 +194,10 @@ def _init_schema(conn: sqlite3.Connection) -> str:
             f" {SCHEMA_VERSION} (upgrade tui-chat)"
         )
     if version == 1:
+        # Builds the current tables, so there is nothing left for _migrate_2_to_3 to do.
         _migrate_1_to_2(conn)
+    elif version == 2:
+        _migrate_2_to_3(conn)
     _create_tables(conn)
     conn.execute(
         "INSERT INTO meta(key, value) VALUES ('schema_version', ?) "
@@ -204,7 +238,10 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
         "SELECT c.id, c.user_a, c.user_b, c.last_seq, a.id, b.id FROM v1_conversations c "
         "JOIN users a ON a.name = c.user_a JOIN users b ON b.name = c.user_b"
     )
-    conn.execute("INSERT INTO messages SELECT * FROM v1_messages")
+    conn.execute(
+        "INSERT INTO messages(conv, seq, sender, recipient, client_id, body, ts) "
+        "SELECT conv, seq, sender, recipient, client_id, body, ts FROM v1_messages"
+    )
     conn.execute(
         "INSERT INTO sends(sender_id, client_id, conv, seq, ts) "
         "SELECT u.id, m.client_id, m.conv, m.seq, m.ts FROM v1_messages m "
@@ -212,6 +249,24 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     )
     for table in reversed(_V1_TABLES):
         conn.execute(f"DROP TABLE v1_{table}")
+
+
+# Columns version 3 added to ``messages``; every existing row is a direct message (text).
+_V3_MESSAGE_COLUMNS: Final = (
+    "kind TEXT NOT NULL DEFAULT 'text'",
+    "user TEXT",
+    "title TEXT",
+    "members TEXT",
+)
+
+
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Add the group columns to ``messages``; the new tables come from _create_tables.
+
+    Direct conversations are untouched: their rows get ``kind`` 'text' and NULLs.
+    """
+    for column in _V3_MESSAGE_COLUMNS:
+        conn.execute(f"ALTER TABLE messages ADD COLUMN {column}")
 
 
 def open_db(path: Path, *, synchronous: str = "FULL") -> tuple[sqlite3.Connection, str]:

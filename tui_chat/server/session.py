@@ -92,6 +92,7 @@ class Session:
         # While replaying, live messages wait in the queue; afterwards those
         # the replay already covered (seq <= replayed[conv]) are skipped.
         self.replayed: dict[str, int] = {}
+        self.replay_pages = False
 
     def push(self, data: bytes, conv: str | None = None, seq: int = 0) -> None:
         if self._closing:

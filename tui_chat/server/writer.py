@@ -12,12 +12,18 @@ not one per message.
 
 Results are handed back to the event loop in one callback per batch, in commit
 order, so fan-out to connections sees each conversation's seqs in order.
+
+Group commands (create, add, remove, leave, rename) and sends to a group are requests of
+the same thread and the same transactions: each is an event in the group's seq stream,
+registered in ``sends`` like a send, and the membership rules (:mod:`groups`) are decided
+against the writer's own state, which is what it committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import queue
 import secrets
@@ -30,8 +36,9 @@ from typing import Final
 
 import msgspec
 
-from tui_chat.protocol import ErrorCode
+from tui_chat.protocol import ErrorCode, MessageKind
 from tui_chat.server import db
+from tui_chat.server import groups as g
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,31 @@ class SendRequest(msgspec.Struct):
     body: str
     # Opaque to the writer: the connection to ack on the event loop side.
     origin: object
+    # A send to a group names the group here (and ``to`` is "").
+    conv: str | None = None
+
+
+class GroupOp:
+    CREATE: Final = "create"
+    ADD: Final = "add"
+    REMOVE: Final = "remove"
+    LEAVE: Final = "leave"
+    RENAME: Final = "rename"
+
+
+class GroupRequest(msgspec.Struct):
+    """A group command: ``op`` is a :class:`GroupOp`; the other fields as its frame has."""
+
+    op: str
+    sender: str
+    sender_id: int
+    token_hash: bytes
+    client_id: str
+    origin: object
+    conv: str = ""
+    user: str = ""
+    title: str = ""
+    members: list[str] = []
 
 
 class CancelRequest(msgspec.Struct):
@@ -65,7 +97,7 @@ class ReadRequest(msgspec.Struct):
 
 
 class Stored(msgspec.Struct, frozen=True):
-    """A message that is committed (new or already there)."""
+    """A message or group event that is committed (new or already there)."""
 
     conv: str
     seq: int
@@ -75,8 +107,17 @@ class Stored(msgspec.Struct, frozen=True):
     body: str
     ts: int
     duplicate: bool
-    # The two members' account ids, for fan-out (equal for a conversation with oneself).
-    members: tuple[int, int] = (0, 0)
+    # The account ids to fan out to: the two members of a direct conversation (equal for
+    # a conversation with oneself); the members of a group after the event, plus the one
+    # removed or leaving for ``removed``/``left``. Empty for a duplicate (never fanned out).
+    members: tuple[int, ...] = (0, 0)
+    kind: str = MessageKind.TEXT
+    user: str | None = None
+    title: str | None = None
+    # The member list after the event: in every copy of ``created``; in the copy for
+    # ``added_id`` only, for ``added``.
+    names: tuple[str, ...] | None = None
+    added_id: int = 0
 
 
 class Tombstoned(msgspec.Struct, frozen=True):
@@ -101,11 +142,14 @@ class ReadStored(msgspec.Struct, frozen=True):
     conv: str
     user: str
     read_seq: int
-    members: tuple[int, int]
+    # Who gets the receipt: both members of a direct conversation, current members of a group.
+    members: tuple[int, ...]
 
 
 Outcome = Stored | Refused | ReadStored | Tombstoned | AccountClosed | None
-Request = SendRequest | CancelRequest | ReadRequest
+Request = SendRequest | CancelRequest | ReadRequest | GroupRequest
+# Requests answered with ``reject`` when refused (a cancel gets an ``error``).
+COMMANDS: Final = (SendRequest, GroupRequest)
 BatchCallback = Callable[[list[tuple[Request, Outcome]]], None]
 
 _STOP: Final = object()
@@ -131,6 +175,7 @@ class Writer:
         synchronous: str = "FULL",
         linger_s: float = 0.002,
         max_batch: int = 1000,
+        group_limits: g.GroupLimits | None = None,
     ) -> None:
         self._path = path
         self._loop = loop
@@ -144,6 +189,8 @@ class Writer:
         # ids, never by names: a new account with an old name is a new member.
         self._convs: dict[tuple[int, int], _Conv] = {}
         self._conv_members: dict[str, tuple[int, int]] = {}
+        self._groups = g.Groups()
+        self._group_limits = group_limits or g.GroupLimits()
         # Account id -> current token hash (b"" once removed), and active name -> id, as of
         # _accounts_version; dropped whenever an admin command changes accounts.
         self._tokens: dict[int, bytes] = {}
@@ -204,6 +251,7 @@ class Writer:
         for conv, a, b, last in conn.execute("SELECT id, a_id, b_id, last_seq FROM conversations"):
             self._convs[(a, b)] = _Conv(conv, last)
             self._conv_members[conv] = (a, b)
+        g.load(conn, self._groups)
 
     def _refresh_accounts(self, conn: sqlite3.Connection) -> None:
         # Read inside the batch's write transaction: an admin's change is either fully
@@ -240,20 +288,26 @@ class Writer:
     ) -> list[tuple[Request, Outcome]]:
         results: list[tuple[Request, Outcome]] = []
         touched: dict[str, int] = {}
+        touched_groups: dict[str, int] = {}
         try:
             conn.execute("BEGIN IMMEDIATE")
             self._refresh_accounts(conn)
             # What this batch decided per (sender id, client_id): stored, or None = tombstone.
             seen: dict[tuple[int, str], Stored | None] = {}
             for req in batch:
-                if isinstance(req, SendRequest):
+                if isinstance(req, SendRequest) and req.conv is None:
                     results.append((req, self._store_send(conn, req, seen, touched)))
+                elif isinstance(req, SendRequest | GroupRequest):
+                    outcome = self._store_group(conn, req, seen, touched_groups)
+                    results.append((req, outcome))
                 elif isinstance(req, CancelRequest):
                     results.append((req, self._store_cancel(conn, req, seen)))
                 else:
                     results.append((req, self._store_read(conn, req)))
             for conv, last in touched.items():
                 conn.execute("UPDATE conversations SET last_seq=? WHERE id=?", (last, conv))
+            for conv, last in touched_groups.items():
+                conn.execute("UPDATE groups SET last_seq=? WHERE id=?", (last, conv))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             # Nothing in this batch is durable: no ack may go out for it.
@@ -266,7 +320,7 @@ class Writer:
             self._load_conversations(conn)
             refused = Refused(ErrorCode.UNAVAILABLE, "the server could not store the message", True)
             return [
-                (req, refused if isinstance(req, SendRequest | CancelRequest) else None)
+                (req, refused if isinstance(req, (*COMMANDS, CancelRequest)) else None)
                 for req in batch
             ]
         self.batches += 1
@@ -296,9 +350,8 @@ class Writer:
         msg = conn.execute(
             "SELECT sender, recipient, body, ts FROM messages WHERE conv=? AND seq=?", (conv, seq)
         ).fetchone()
-        return Stored(
-            conv, seq, msg[0], msg[1], key[1], msg[2], msg[3], True, self._conv_members[conv]
-        )
+        # A duplicate is only acked, never fanned out: no members needed.
+        return Stored(conv, seq, msg[0], msg[1], key[1], msg[2], msg[3], True, ())
 
     def _store_cancel(
         self,
@@ -378,10 +431,19 @@ class Writer:
         return stored
 
     def _store_read(self, conn: sqlite3.Connection, req: ReadRequest) -> Outcome:
-        members = self._conv_members.get(req.conv)
-        if members is None or req.user_id not in members:
-            return Refused(ErrorCode.NOT_MEMBER, "not a member of this conversation", False)
-        last = self._convs[members].last
+        group = self._groups.get(req.conv)
+        if group is not None:
+            # Receipts of a group are for its current members only.
+            if g.check_member(group, req.user_id) is not None:
+                return Refused(ErrorCode.NOT_MEMBER, "not a member of this conversation", False)
+            last = group.last
+            members: tuple[int, ...] = tuple(group.members)
+        else:
+            pair = self._conv_members.get(req.conv)
+            if pair is None or req.user_id not in pair:
+                return Refused(ErrorCode.NOT_MEMBER, "not a member of this conversation", False)
+            last = self._convs[pair].last
+            members = pair
         seq = min(req.seq, last)
         conn.execute(
             "INSERT INTO reads(conv, user, read_seq) VALUES (?, ?, ?) "
@@ -392,3 +454,285 @@ class Writer:
             "SELECT read_seq FROM reads WHERE conv=? AND user=?", (req.conv, req.user)
         ).fetchone()
         return ReadStored(req.conv, req.user, int(row[0]), members)
+
+    # ------------------------------------------------------------ groups
+
+    def _store_group(
+        self,
+        conn: sqlite3.Connection,
+        req: SendRequest | GroupRequest,
+        seen: dict[tuple[int, str], Stored | None],
+        touched: dict[str, int],
+    ) -> Outcome:
+        """A send to a group or a group command: registry first, then the rules, then the event."""
+        closed = self._session_closed(conn, req.sender_id, req.token_hash)
+        if closed is not None:
+            return closed
+        key = (req.sender_id, req.client_id)
+        known = self._registered(conn, key, seen)
+        if isinstance(known, Tombstoned):
+            return Refused(
+                ErrorCode.CANCELLED, "this client_id was cancelled; it will never be stored", False
+            )
+        if known is not None:
+            return known
+        if isinstance(req, SendRequest):
+            outcome = self._group_send(conn, req, touched)
+        elif req.op == GroupOp.CREATE:
+            outcome = self._create(conn, req, touched)
+        elif req.op == GroupOp.ADD:
+            outcome = self._add(conn, req, touched)
+        elif req.op == GroupOp.REMOVE:
+            outcome = self._remove(conn, req, touched)
+        elif req.op == GroupOp.LEAVE:
+            outcome = self._leave(conn, req, touched)
+        else:
+            outcome = self._rename(conn, req, touched)
+        if isinstance(outcome, g.Refusal):
+            return Refused(outcome.code, outcome.reason, False)
+        seen[key] = outcome
+        return outcome
+
+    def _append(
+        self,
+        conn: sqlite3.Connection,
+        group: g.Group,
+        req: SendRequest | GroupRequest,
+        touched: dict[str, int],
+        *,
+        kind: str,
+        body: str = "",
+        user: str | None = None,
+        title: str | None = None,
+        names: list[str] | None = None,
+    ) -> tuple[int, int]:
+        """Store one event of ``group`` and register its client_id; return (seq, ts)."""
+        seq = group.last + 1
+        ts = db.now_ms()
+        members_json = None if names is None else json.dumps(names)
+        conn.execute(
+            "INSERT INTO messages(conv, seq, sender, recipient, client_id, body, ts, kind, user,"
+            " title, members) VALUES (?, ?, ?, '', ?, ?, ?, ?, ?, ?, ?)",
+            (group.id, seq, req.sender, req.client_id, body, ts, kind, user, title, members_json),
+        )
+        conn.execute(
+            "INSERT INTO sends(sender_id, client_id, conv, seq, ts) VALUES (?, ?, ?, ?, ?)",
+            (req.sender_id, req.client_id, group.id, seq, ts),
+        )
+        group.last = seq
+        touched[group.id] = seq
+        return seq, ts
+
+    def _join(self, conn: sqlite3.Connection, group: g.Group, account: int, name: str) -> None:
+        conn.execute(
+            "INSERT INTO members(conv, user_id, user, joined_seq, left_seq) "
+            "VALUES (?, ?, ?, ?, NULL)",
+            (group.id, account, name, group.last),
+        )
+        self._groups.join(group, account, name)
+
+    def _part(self, conn: sqlite3.Connection, group: g.Group, account: int) -> None:
+        conn.execute(
+            "UPDATE members SET left_seq=? WHERE conv=? AND user_id=? AND left_seq IS NULL",
+            (group.last, group.id, account),
+        )
+        self._groups.part(group, account)
+
+    def _new_group_id(self) -> str:
+        while True:
+            conv = "g" + secrets.token_hex(6)
+            if self._groups.get(conv) is None:
+                return conv
+
+    def _create(
+        self, conn: sqlite3.Connection, req: GroupRequest, touched: dict[str, int]
+    ) -> Stored | g.Refusal:
+        limits = self._group_limits
+        refusal = g.check_title(req.title, limits)
+        if refusal is not None:
+            return refusal
+        names = g.initial_members(req.sender, req.members)
+        refusal = g.check_size(len(names), limits)
+        if refusal is not None:
+            return refusal
+        accounts = [req.sender_id]
+        for name in names[1:]:
+            account = self._recipient(conn, name)
+            if account is None:
+                return g.Refusal(ErrorCode.UNKNOWN_PEER, f"there is no user {name!r}")
+            accounts.append(account)
+        for account, name in zip(accounts, names, strict=True):
+            refusal = g.check_joining(self._groups, account, name, limits)
+            if refusal is not None:
+                return refusal
+        conv = self._new_group_id()
+        conn.execute(
+            "INSERT INTO groups(id, title, creator_id, last_seq, created_at) "
+            "VALUES (?, ?, ?, 0, ?)",
+            (conv, req.title, req.sender_id, db.now_ms()),
+        )
+        group = g.Group(conv, req.title, req.sender_id, 0)
+        self._groups.by_id[conv] = group
+        seq, ts = self._append(
+            conn, group, req, touched, kind=MessageKind.CREATED, title=req.title, names=names
+        )
+        for account, name in zip(accounts, names, strict=True):
+            self._join(conn, group, account, name)
+        return Stored(
+            conv,
+            seq,
+            req.sender,
+            "",
+            req.client_id,
+            "",
+            ts,
+            False,
+            tuple(accounts),
+            MessageKind.CREATED,
+            title=req.title,
+            names=tuple(names),
+        )
+
+    def _add(
+        self, conn: sqlite3.Connection, req: GroupRequest, touched: dict[str, int]
+    ) -> Stored | g.Refusal:
+        limits = self._group_limits
+        group = self._groups.get(req.conv)
+        refusal = g.check_manage(group, req.sender_id)
+        if refusal is not None:
+            return refusal
+        assert group is not None
+        account = self._recipient(conn, req.user)
+        if account is None:
+            return g.Refusal(ErrorCode.UNKNOWN_PEER, f"there is no user {req.user!r}")
+        if account in group.members:
+            return g.Refusal(ErrorCode.ALREADY_MEMBER, f"{req.user} is already a member")
+        refusal = g.check_size(len(group.members) + 1, limits) or g.check_joining(
+            self._groups, account, req.user, limits
+        )
+        if refusal is not None:
+            return refusal
+        seq, ts = self._append(conn, group, req, touched, kind=MessageKind.ADDED, user=req.user)
+        self._join(conn, group, account, req.user)
+        return Stored(
+            group.id,
+            seq,
+            req.sender,
+            "",
+            req.client_id,
+            "",
+            ts,
+            False,
+            tuple(group.members),
+            MessageKind.ADDED,
+            user=req.user,
+            names=tuple(group.members.values()),
+            added_id=account,
+        )
+
+    def _remove(
+        self, conn: sqlite3.Connection, req: GroupRequest, touched: dict[str, int]
+    ) -> Stored | g.Refusal:
+        group = self._groups.get(req.conv)
+        refusal = g.check_member(group, req.sender_id)
+        if refusal is not None:
+            return refusal
+        assert group is not None
+        if req.user == req.sender:
+            return g.REMOVE_SELF
+        refusal = g.check_manage(group, req.sender_id)
+        if refusal is not None:
+            return refusal
+        account = g.member_named(group, req.user, self._recipient(conn, req.user))
+        if account is None:
+            return g.Refusal(ErrorCode.NO_SUCH_MEMBER, f"{req.user} is not a member")
+        # The removed member receives its own removal: the last event it sees.
+        fan_out = tuple(group.members)
+        seq, ts = self._append(conn, group, req, touched, kind=MessageKind.REMOVED, user=req.user)
+        self._part(conn, group, account)
+        return Stored(
+            group.id,
+            seq,
+            req.sender,
+            "",
+            req.client_id,
+            "",
+            ts,
+            False,
+            fan_out,
+            MessageKind.REMOVED,
+            user=req.user,
+        )
+
+    def _leave(
+        self, conn: sqlite3.Connection, req: GroupRequest, touched: dict[str, int]
+    ) -> Stored | g.Refusal:
+        group = self._groups.get(req.conv)
+        refusal = g.check_member(group, req.sender_id)
+        if refusal is not None:
+            return refusal
+        assert group is not None
+        fan_out = tuple(group.members)
+        seq, ts = self._append(conn, group, req, touched, kind=MessageKind.LEFT, user=req.sender)
+        self._part(conn, group, req.sender_id)
+        return Stored(
+            group.id,
+            seq,
+            req.sender,
+            "",
+            req.client_id,
+            "",
+            ts,
+            False,
+            fan_out,
+            MessageKind.LEFT,
+            user=req.sender,
+        )
+
+    def _rename(
+        self, conn: sqlite3.Connection, req: GroupRequest, touched: dict[str, int]
+    ) -> Stored | g.Refusal:
+        group = self._groups.get(req.conv)
+        refusal = g.check_member(group, req.sender_id) or g.check_title(
+            req.title, self._group_limits
+        )
+        if refusal is not None:
+            return refusal
+        assert group is not None
+        seq, ts = self._append(conn, group, req, touched, kind=MessageKind.RENAMED, title=req.title)
+        conn.execute("UPDATE groups SET title=? WHERE id=?", (req.title, group.id))
+        group.title = req.title
+        return Stored(
+            group.id,
+            seq,
+            req.sender,
+            "",
+            req.client_id,
+            "",
+            ts,
+            False,
+            tuple(group.members),
+            MessageKind.RENAMED,
+            title=req.title,
+        )
+
+    def _group_send(
+        self, conn: sqlite3.Connection, req: SendRequest, touched: dict[str, int]
+    ) -> Stored | g.Refusal:
+        group = self._groups.get(req.conv or "")
+        refusal = g.check_member(group, req.sender_id)
+        if refusal is not None:
+            return refusal
+        assert group is not None
+        seq, ts = self._append(conn, group, req, touched, kind=MessageKind.TEXT, body=req.body)
+        return Stored(
+            group.id,
+            seq,
+            req.sender,
+            "",
+            req.client_id,
+            req.body,
+            ts,
+            False,
+            tuple(group.members),
+        )

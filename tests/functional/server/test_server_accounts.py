@@ -323,7 +323,7 @@ async def test_a_version_1_database_is_migrated_without_losing_anything(tmp_path
     await asyncio.wait_for(server.start("127.0.0.1", 0), 10)
     try:
         assert server.epoch == "00112233aabbccdd"
-        assert db_rows(path, "SELECT value FROM meta WHERE key='schema_version'") == [("2",)]
+        assert db_rows(path, "SELECT value FROM meta WHERE key='schema_version'") == [("3",)]
         alice, _w, replayed, synced = await login(server.url, "alice", tokens["alice"])
         try:
             assert synced.cursors == {"c0000000000ab": 2, "c0000000000az": 1}
