@@ -331,13 +331,25 @@ def read_server(path: Path) -> ServerView:
     return ServerView(rows, direct, groups, intervals)
 
 
+_OP_KINDS: Final = {
+    "send": "text",
+    "create": "created",
+    "add": "added",
+    "remove": "removed",
+    "leave": "left",
+    "rename": "renamed",
+}
+
+
 def read_store(path: Path) -> StoreView:
     if not path.exists():
         return StoreView([], [], {})
     with _read_only(path) as conn:
         rows = _rows(conn)
         have = set(_columns(conn, "outbox"))
-        extra = [c for c in ("kind", "user", "title") if c in have]
+        # The engine's outbox names a group command by op and arg (the user, the title,
+        # or a create's JSON); older stores have neither.
+        extra = [c for c in ("op", "arg") if c in have]
         cols = ", ".join(["client_id", "peer", "body", "state", "ord", "retryable", *extra])
         out = conn.execute(f"SELECT {cols} FROM outbox ORDER BY ord, rowid").fetchall()
         wms = conn.execute("SELECT conv, wm FROM conversations WHERE conv IS NOT NULL").fetchall()
@@ -360,6 +372,12 @@ def read_store(path: Path) -> StoreView:
     outrows = []
     for o in out:
         fields = dict(zip(extra, o[6:], strict=True))
+        op = None if "op" not in fields else str(fields["op"] or "send")
+        arg = None if fields.get("arg") is None else str(fields["arg"])
+        title = arg if op == "rename" else None
+        if op == "create" and arg:
+            with contextlib.suppress(ValueError, AttributeError):
+                title = str(json.loads(arg).get("title"))
         outrows.append(
             OutRow(
                 str(o[0]),
@@ -368,9 +386,9 @@ def read_store(path: Path) -> StoreView:
                 str(o[3]),
                 int(o[4]),
                 bool(o[5]),
-                kind=None if "kind" not in fields else str(fields["kind"] or "text"),
-                user=None if fields.get("user") is None else str(fields["user"]),
-                title=None if fields.get("title") is None else str(fields["title"]),
+                kind=None if op is None else _OP_KINDS.get(op, op),
+                user=arg if op in ("add", "remove") else None,
+                title=title,
             )
         )
     return StoreView(

@@ -1115,3 +1115,55 @@ def test_a_server_membership_record_that_disagrees_with_its_events_is_caught(
     assert "records carol's membership as [(1, None)]" in report.violations[0].detail
     group.intervals = None  # a schema without that table: nothing to compare
     assert group.judge().ok
+
+
+def group_schedule(actions: list[Action], duration: float) -> Schedule:
+    return Schedule(
+        seed=0,
+        index=0,
+        clients=3,
+        freshness=(60.0, 60.0, 60.0),
+        on_failure=("hold", "hold", "hold"),
+        actions=tuple(sorted(actions, key=lambda a: a.at)),
+        duration=duration,
+        groups=1,
+    )
+
+
+# u0 creates a group with u1 and u2; all three talk; u0 removes u2; u0 and u1 go on.
+REMOVAL = [
+    Action(0.0, "create", 0, group=0, members=(1, 2)),
+    Action(0.4, "gsend", 0, group=0),
+    Action(0.45, "gsend", 2, group=0),
+    Action(0.5, "gsend", 1, group=0),
+    Action(0.7, "remove", 0, 2, group=0),
+    Action(1.0, "gsend", 0, group=0),
+    Action(1.1, "gsend", 1, group=0),
+    Action(1.2, "gsend", 0, group=0),
+    Action(1.3, "gsend", 1, group=0),
+]
+
+
+@pytest.mark.parametrize("variant", [None, "fanout-to-removed"])
+async def test_server_that_keeps_fanning_out_to_a_removed_member_is_caught(
+    tmp_path: Path, variant: str | None
+) -> None:
+    result = await play(tmp_path, group_schedule(REMOVAL, 1.6), server_variant=variant)
+    report = result.report
+    assert result.user_actions["remove:ok"] == 1 and result.user_actions["gsend:ok"] >= 6
+    if variant is None:
+        assert report.ok, report.violations
+        return
+    assert any("fanout-to-removed:" in line for line in result.server_log), result.server_log
+    assert report.by_kind()["leaked"] >= 1, report.violations
+    assert any("u2" in v.detail and v.kind == "leaked" for v in report.violations)
+
+
+async def test_server_that_skips_a_seq_in_a_group_is_caught(tmp_path: Path) -> None:
+    result = await play(tmp_path, group_schedule(REMOVAL, 1.6), server_variant="skip-group-seq")
+    assert any("skip-group-seq:" in line for line in result.server_log), result.server_log
+    report = result.report
+    found = report.by_kind()
+    assert found["gap"] >= 1, report.violations
+    assert any(v.kind == "gap" and v.detail.startswith("server conversation g")
+               for v in report.violations)  # fmt: skip
