@@ -24,6 +24,8 @@ from tui_chat import protocol as p
 from tui_chat.core.backoff import Backoff
 from tui_chat.core.config import ClientConfig
 from tui_chat.core.models import (
+    GROUP_PREFIX,
+    PENDING_GROUP_PREFIX,
     ChatMessage,
     ConnectionChanged,
     ConnectionStatus,
@@ -32,10 +34,11 @@ from tui_chat.core.models import (
     Event,
     HistoryLoaded,
     OutState,
+    is_group_key,
 )
 from tui_chat.core.outbox import Outbox
 from tui_chat.core.replica import Replica
-from tui_chat.core.store import LocalStore, OutboxRow
+from tui_chat.core.store import LocalStore, OutboxRow, encode_create_args
 from tui_chat.core.store_repair import StoreRepair
 from tui_chat.core.sync import SyncCore
 from tui_chat.core.transport import Retry, SessionEnd, Transport
@@ -199,13 +202,69 @@ class Engine:
     # ------------------------------------------------------------ commands
 
     def send(self, peer: str, body: str) -> ChatMessage:
-        """Queue a message. It is committed to the outbox before this returns."""
-        if not p.USER_RE.match(peer):
+        """Queue a message to a peer, or to a group (``peer`` = "#" + conv). It is
+        committed to the outbox before this returns."""
+        if is_group_key(peer):
+            self._require_group(peer)
+        elif not p.USER_RE.match(peer):
             raise ValueError(f"invalid user name {peer!r}")
         if not body.strip():
             raise ValueError("message is empty")
-        now = _now_ms()
-        view = self._replica.add(OutboxRow(new_client_id(), peer, body, now, self.store.next_ord()))
+        return self._queue(peer, "send", body=body)
+
+    def create_group(self, title: str, members: list[str]) -> ChatMessage:
+        """Ask the server for a group of the user and ``members``, titled ``title``.
+
+        Until the server confirms it, the group's key is "+" + the create's client_id;
+        then a ConversationReplaced event names its key ("#" + conv).
+        """
+        title = _check_title(title)
+        for name in members:
+            if not p.USER_RE.match(name):
+                raise ValueError(f"invalid user name {name!r}")
+        cid = new_client_id()
+        return self._queue(
+            PENDING_GROUP_PREFIX + cid, "create", arg=encode_create_args(title, members), cid=cid
+        )
+
+    def add_member(self, key: str, user: str) -> ChatMessage:
+        """Add ``user`` to the group ``key`` (only its creator may)."""
+        self._require_group(key)
+        if not p.USER_RE.match(user):
+            raise ValueError(f"invalid user name {user!r}")
+        return self._queue(key, "add", arg=user)
+
+    def remove_member(self, key: str, user: str) -> ChatMessage:
+        """Remove ``user`` from the group ``key`` (only its creator may)."""
+        self._require_group(key)
+        if user == self.user:
+            raise ValueError("to leave a group, use leave")
+        if not p.USER_RE.match(user):
+            raise ValueError(f"invalid user name {user!r}")
+        return self._queue(key, "remove", arg=user)
+
+    def leave_group(self, key: str) -> ChatMessage:
+        self._require_group(key)
+        return self._queue(key, "leave")
+
+    def rename_group(self, key: str, title: str) -> ChatMessage:
+        self._require_group(key)
+        return self._queue(key, "rename", arg=_check_title(title))
+
+    def _require_group(self, key: str) -> None:
+        if key.startswith(PENDING_GROUP_PREFIX):
+            raise ValueError("the group is still being created")
+        if not key.startswith(GROUP_PREFIX) or len(key) == len(GROUP_PREFIX):
+            raise ValueError(f"not a group: {key!r}")
+
+    def _queue(
+        self, peer: str, op: str, *, body: str = "", arg: str | None = None, cid: str = ""
+    ) -> ChatMessage:
+        """One outbox row (a send or a group command) in ``peer``'s queue, committed."""
+        row = OutboxRow(
+            cid or new_client_id(), peer, body, _now_ms(), self.store.next_ord(), op=op, arg=arg
+        )
+        view = self._replica.add(row)
         self._wake_pump.set()
         return view
 
@@ -245,6 +304,8 @@ class Engine:
         if row is None or not self._outbox.can_undo(row):
             raise KeyError(f"{client_id!r} can no longer be restored: the server was told")
         self._outbox.undo_give_up(row)
+        if row.op == "create" and row.peer.startswith(PENDING_GROUP_PREFIX):
+            self.store.restore_pending_group(row)
         self._replica.save(row)
         return self._replica.view(row)
 
@@ -253,9 +314,12 @@ class Engine:
         if not body.strip():
             raise ValueError("message is empty")
         old = self._require_open(client_id)
+        if old.op != "send":
+            raise ValueError("only a text message can be edited")
         self.give_up(client_id)
         # Same ord: the edit waits behind the original while that one is cancelling.
         view = self._replica.add(OutboxRow(new_client_id(), old.peer, body, _now_ms(), old.ord))
+
         self._wake_pump.set()
         return view
 
@@ -478,6 +542,12 @@ class Engine:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake_connect.wait(), delay)
+
+
+def _check_title(title: str) -> str:
+    if not title.strip():
+        raise ValueError("the title is empty")
+    return title
 
 
 def _resolver(fut: asyncio.Future[_T | None]) -> Callable[[_T | None], None]:

@@ -14,17 +14,24 @@ from collections.abc import Callable
 from typing import Final
 
 from tui_chat import protocol as p
+from tui_chat.core.mentions import mentions
 from tui_chat.core.models import (
+    PENDING_GROUP_PREFIX,
     ChatMessage,
     ConversationChanged,
+    ConversationReplaced,
     DeliveredAnyway,
     Event,
     MessageAdded,
     MessageChanged,
     OutState,
+    group_key,
+    is_group_key,
 )
 from tui_chat.core.outbox import Outbox
-from tui_chat.core.store import LocalStore, OutboxRow
+from tui_chat.core.store import NOT_MEMBER_REASON, LocalStore, OutboxRow
+
+_K = p.MessageKind
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +57,9 @@ class Replica:
 
     def message_view(self, msg: p.Message) -> ChatMessage:
         own = msg.sender == self.user
+        peer = group_key(msg.conv) if msg.to == "" else (msg.to if own else msg.sender)
         return ChatMessage(
-            peer=msg.to if own else msg.sender,
+            peer=peer,
             sender=msg.sender,
             client_id=msg.client_id,
             body=msg.body,
@@ -60,6 +68,10 @@ class Replica:
             seq=msg.seq,
             conv=msg.conv,
             state=OutState.SENT if own else None,
+            kind=msg.kind,
+            user=msg.user,
+            title=msg.title,
+            mentions_me=not own and msg.kind == _K.TEXT and mentions(msg.body, self.user),
         )
 
     # ------------------------------------------------------------ outbox rows
@@ -72,14 +84,52 @@ class Replica:
         view = self.view(row)
         self.emit(MessageAdded(view))
         self.mark_dirty(row.peer)
+        if is_group_key(row.peer) and not self.store.joined(row.peer):
+            # The store already knows: the server would say not_member.
+            self.fail(row, NOT_MEMBER_REASON, False)
+            view = self.view(row)
         return view
 
     def save(self, row: OutboxRow, *, durable: bool = True) -> None:
         """Store a row's new state and show it (and who is now held behind it)."""
         self.store.save_outbox(row, durable=durable)
         self.emit(MessageChanged(self.view(row)))
+        if (
+            row.state is OutState.GIVEN_UP
+            and row.op == "create"
+            and row.peer.startswith(PENDING_GROUP_PREFIX)
+        ):
+            # Given up before the server stored it: the pending group is gone.
+            self.store.drop_pending_group(row.peer)
+            self._dirty_peers.discard(row.peer)
+            self.emit(ConversationReplaced(row.peer, None))
+            return
         self.mark_dirty(row.peer)
         self.refresh_held(row.peer)
+
+    def fail_unjoined(self, peer: str, *, keep: str = "") -> None:
+        """The user is no longer in the group ``peer``: its queued rows that have not left
+        fail now, for that reason (one in flight gets the server's own answer)."""
+        for row in self.outbox.of_peer(peer):
+            if (
+                row.state is OutState.PENDING
+                and row.client_id != keep
+                and row.client_id not in self.outbox.inflight
+            ):
+                self.fail(row, NOT_MEMBER_REASON, False)
+
+    def replace_pending(self, row: OutboxRow, conv: str) -> str:
+        """The server stored my create as ``conv``: the pending group becomes "#" + conv."""
+        old = row.peer
+        new = self.store.replace_pending_group(old, conv)
+        for other in self.outbox.values():
+            if other.peer == old:
+                other.peer = new
+        if old in self._dirty_peers:
+            self._dirty_peers.discard(old)
+        self.emit(ConversationReplaced(old, new))
+        self.mark_dirty(new)
+        return new
 
     def fail(self, row: OutboxRow, reason: str, retryable: bool) -> None:
         self.outbox.fail(row, reason, retryable)
@@ -100,6 +150,8 @@ class Replica:
         when the message was not stored (a duplicate, or one that contradicts the
         history). ``show=False``: an older page, announced by the caller as one batch.
         """
+        if msg.to == "":
+            return self._apply_group(msg, replay=replay, show=show)
         own = msg.sender == self.user
         if not own and msg.to != self.user:
             # %r: conv is the server's text, and headless logs to a terminal (stderr).
@@ -129,6 +181,67 @@ class Replica:
             self._confirm(row, msg)
         elif show:
             self.emit(MessageAdded(self.message_view(msg), replay=replay))
+        return wm
+
+    def _apply_group(self, msg: p.Message, *, replay: bool, show: bool) -> int | None:
+        """A group event: stored if the group is ours, or if this event begins our view of
+        it (a created or added-of-me carrying the member list that names us)."""
+        store = self.store
+        own = msg.sender == self.user
+        row = self._own_row(msg.client_id) if own else None
+        if (
+            row is not None
+            and row.op == "create"
+            and msg.kind == _K.CREATED
+            and row.peer.startswith(PENDING_GROUP_PREFIX)
+        ):
+            self.replace_pending(row, msg.conv)
+        key = group_key(msg.conv)
+        begins = (
+            msg.members is not None
+            and self.user in msg.members
+            and (msg.kind == _K.CREATED or (msg.kind == _K.ADDED and msg.user == self.user))
+        )
+        known = store.peer_of(msg.conv)
+        if known is None and not begins:
+            log.warning("ignoring message %r/%s of a group we are not in", msg.conv, msg.seq)
+            return None
+        if known not in (None, key):
+            log.warning("ignoring message %r/%s: conversation of a peer", msg.conv, msg.seq)
+            return None
+        if msg.kind not in _K.ALL:
+            log.warning("ignoring message %r/%s of unknown kind %r", msg.conv, msg.seq, msg.kind)
+            return None
+        store.ensure_conversation(key, msg.conv)
+        if begins:
+            store.begin_view(msg.conv, msg.seq)
+        if msg.seq <= store.watermark(msg.conv):
+            return None  # already held: a duplicate
+        if not store.insert_message(
+            msg.conv,
+            msg.seq,
+            msg.sender,
+            "",
+            msg.client_id,
+            msg.body,
+            msg.ts,
+            kind=msg.kind,
+            user=msg.user,
+            title=msg.title,
+            members=msg.members,
+        ):
+            return None
+        wm = store.advance_watermark(msg.conv)
+        self.mark_dirty(key)
+        was_in, now_in = True, True
+        if msg.kind != _K.TEXT:
+            was_in, now_in = store.recompute_group(key, msg.conv)
+        if row is not None:
+            self._confirm(row, msg)
+        elif show:
+            self.emit(MessageAdded(self.message_view(msg), replay=replay))
+        if was_in and not now_in:
+            self.fail_unjoined(key)
         return wm
 
     def _own_row(self, client_id: str) -> OutboxRow | None:

@@ -29,9 +29,22 @@ try:
 except ImportError:  # Windows: no advisory locks here; one client per account is on the user.
     fcntl = None  # type: ignore[assignment]
 
+import msgspec
+
 from tui_chat.core import store_repair
-from tui_chat.core.models import ChatMessage, ConversationSummary, OutState
+from tui_chat.core.mentions import mentions
+from tui_chat.core.models import (
+    GROUP_PREFIX,
+    PENDING_GROUP_PREFIX,
+    ChatMessage,
+    ConversationSummary,
+    ConvKind,
+    OutState,
+    group_key,
+    is_group_key,
+)
 from tui_chat.core.store_repair import StoreDamaged, StoreRepair
+from tui_chat.protocol import MessageKind
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -80,19 +93,88 @@ CREATE INDEX IF NOT EXISTS outbox_open ON outbox (state, peer, ord);
 -- next_ord() reads max(ord) on every send, and sent rows stay: without this index
 -- that is a scan of everything ever sent (10 ms at 333,000 rows).
 CREATE INDEX IF NOT EXISTS outbox_ord ON outbox (ord);
+-- A group's current members, in join order, derived from its stored events (see
+-- LocalStore.recompute_group), or for a pending group the ones its create asks for.
+CREATE TABLE IF NOT EXISTS members (
+    peer  TEXT NOT NULL,
+    user  TEXT NOT NULL,
+    ord   INTEGER NOT NULL,
+    PRIMARY KEY (peer, user)
+) WITHOUT ROWID;
 """
 
-_MSG_COLS: Final = "conv, seq, sender, recipient, client_id, body, ts"
+# Columns added after version 1 of the store: an existing file gains them in place (with
+# their defaults) and keeps its data; a fresh one gets them the same way.
+_ADDED_COLUMNS: Final = (
+    ("conversations", "kind", "TEXT NOT NULL DEFAULT 'direct'"),
+    ("conversations", "title", "TEXT"),
+    ("conversations", "creator", "TEXT"),
+    ("conversations", "joined", "INTEGER NOT NULL DEFAULT 1"),
+    ("conversations", "mentions", "INTEGER NOT NULL DEFAULT 0"),
+    ("messages", "kind", "TEXT NOT NULL DEFAULT 'text'"),
+    ("messages", "user", "TEXT"),
+    ("messages", "title", "TEXT"),
+    # JSON list: the member list carried by a created or added-of-me event.
+    ("messages", "members", "TEXT"),
+    # What the row asks the server: send (body), create (arg: JSON title and members),
+    # add and remove (arg: the user), leave, rename (arg: the title).
+    ("outbox", "op", "TEXT NOT NULL DEFAULT 'send'"),
+    ("outbox", "arg", "TEXT"),
+)
+
+# The kind of event each outbox op becomes once the server stores it.
+OP_KIND: Final = {
+    "send": MessageKind.TEXT,
+    "create": MessageKind.CREATED,
+    "add": MessageKind.ADDED,
+    "remove": MessageKind.REMOVED,
+    "leave": MessageKind.LEFT,
+    "rename": MessageKind.RENAMED,
+}
+NOT_MEMBER_REASON: Final = "you are no longer a member of this group"
+
+_MSG_COLS: Final = "conv, seq, sender, recipient, client_id, body, ts, kind, user, title, members"
 _OUT_COLS: Final = (
     "client_id, peer, body, created_at, ord, attempts, state, error, retryable, conv, seq,"
-    " fresh_since"
+    " fresh_since, op, arg"
 )
+_members_json = msgspec.json.Encoder()
+_members_decode = msgspec.json.Decoder(list[str])
+
+
+class CreateArgs(msgspec.Struct, frozen=True):
+    """A create row's ``arg``: what the server is asked for."""
+
+    title: str
+    members: list[str]
+
+
+_create_decode = msgspec.json.Decoder(CreateArgs)
+
+
+def create_args(row: OutboxRow) -> CreateArgs:
+    return _create_decode.decode(row.arg or '{"title": "", "members": []}')
+
+
+def encode_create_args(title: str, members: list[str]) -> str:
+    return msgspec.json.encode(CreateArgs(title, members)).decode()
+
+
+def initial_members(creator: str, members: Iterable[str]) -> list[str]:
+    """The creator first, then ``members`` in the order given, without repeats (the
+    server's rule, so a pending group lists what the created event will)."""
+    out = [creator]
+    for name in members:
+        if name not in out:
+            out.append(name)
+    return out
 
 
 class OutboxRow:
     """A mutable in-memory copy of one outbox row (the engine's working set)."""
 
     __slots__ = (
+        "arg",
         "attempts",
         "body",
         "client_id",
@@ -100,6 +182,7 @@ class OutboxRow:
         "created_at",
         "error",
         "fresh_since",
+        "op",
         "ord",
         "peer",
         "retryable",
@@ -121,6 +204,8 @@ class OutboxRow:
         conv: str | None = None,
         seq: int | None = None,
         fresh_since: int | None = None,
+        op: str = "send",
+        arg: str | None = None,
     ) -> None:
         self.client_id = client_id
         self.peer = peer
@@ -134,6 +219,8 @@ class OutboxRow:
         self.conv = conv
         self.seq = seq
         self.fresh_since = created_at if fresh_since is None else fresh_since
+        self.op = op
+        self.arg = arg
 
 
 class StoreError(Exception):
@@ -170,6 +257,10 @@ def _init_schema(db: sqlite3.Connection, user: str) -> None:
     for statement in SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)
+    for table, column, decl in _ADDED_COLUMNS:
+        have = {str(r[1]) for r in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
     row = db.execute("SELECT value FROM meta WHERE key='user'").fetchone()
     if row is None:
         db.execute("INSERT INTO meta(key, value) VALUES ('user', ?)", (user,))
@@ -265,6 +356,7 @@ class LocalStore:
         # the unread count can be decided without reading the row.
         self._read_seq: dict[str, int] = {}
         self._unread_add: dict[str, int] = {}
+        self._mention_add: dict[str, int] = {}
         self._last_ts: dict[str, int] = {}
         self._wm_moved: set[str] = set()
         for peer, conv, wm, read_seq in self._db.execute(
@@ -275,6 +367,8 @@ class LocalStore:
                 self._peer_of[conv] = peer
                 self._conv_of[peer] = conv
                 self._wm[conv] = wm
+        if self.repair_report is not None:
+            self.ensure_pending_groups(self.open_outbox())
 
     def _open(self, path: Path, user: str) -> StoreRepair | None:
         """Connect; a damaged file is replaced first. Returns what a repair did, if any."""
@@ -317,10 +411,15 @@ class LocalStore:
         """
         if self._unread_add or self._last_ts:
             self._db.executemany(
-                "UPDATE conversations SET unread=unread+?, last_ts=max(last_ts, ?) WHERE peer=?",
-                [(self._unread_add.get(peer, 0), ts, peer) for peer, ts in self._last_ts.items()],
+                "UPDATE conversations SET unread=unread+?, mentions=mentions+?,"
+                " last_ts=max(last_ts, ?) WHERE peer=?",
+                [
+                    (self._unread_add.get(peer, 0), self._mention_add.get(peer, 0), ts, peer)
+                    for peer, ts in self._last_ts.items()
+                ],
             )
             self._unread_add.clear()
+            self._mention_add.clear()
             self._last_ts.clear()
         if self._wm_moved:
             self._db.executemany(
@@ -374,7 +473,13 @@ class LocalStore:
         self._begin()
         self._write_conversations()
         self._db.execute("DELETE FROM messages")
-        self._db.execute("UPDATE conversations SET conv=NULL, wm=0, read_seq=0, unread=0")
+        # Groups are named by the old history's conv ids: they are gone with it (a pending
+        # create is not: it was never on the server).
+        self._db.execute("DELETE FROM conversations WHERE substr(peer, 1, 1)=?", (GROUP_PREFIX,))
+        self._db.execute("DELETE FROM members WHERE substr(peer, 1, 1)=?", (GROUP_PREFIX,))
+        self._db.execute(
+            "UPDATE conversations SET conv=NULL, wm=0, read_seq=0, unread=0, mentions=0"
+        )
         self._db.execute("DELETE FROM outbox WHERE state=?", (OutState.SENT.value,))
         self._db.execute("UPDATE outbox SET conv=NULL, seq=NULL")
         self._set_meta("epoch", epoch)
@@ -401,7 +506,10 @@ class LocalStore:
         if conv is not None and self._peer_of.get(conv) == peer:
             return
         self._begin()
-        self._db.execute("INSERT OR IGNORE INTO conversations(peer) VALUES (?)", (peer,))
+        kind = ConvKind.GROUP if is_group_key(peer) else ConvKind.DIRECT
+        self._db.execute(
+            "INSERT OR IGNORE INTO conversations(peer, kind) VALUES (?, ?)", (peer, kind.value)
+        )
         if conv is not None:
             self._db.execute("UPDATE conversations SET conv=? WHERE peer=?", (conv, peer))
             self._peer_of[conv] = peer
@@ -411,13 +519,37 @@ class LocalStore:
     # ------------------------------------------------------------ confirmed messages
 
     def insert_message(
-        self, conv: str, seq: int, sender: str, to: str, client_id: str, body: str, ts: int
+        self,
+        conv: str,
+        seq: int,
+        sender: str,
+        to: str,
+        client_id: str,
+        body: str,
+        ts: int,
+        *,
+        kind: str = MessageKind.TEXT,
+        user: str | None = None,
+        title: str | None = None,
+        members: list[str] | None = None,
     ) -> bool:
         """Store a server-confirmed message; False if that seq is already held."""
         self._begin()
         cur = self._db.execute(
-            f"INSERT OR IGNORE INTO messages({_MSG_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (conv, seq, sender, to, client_id, body, ts),
+            f"INSERT OR IGNORE INTO messages({_MSG_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                conv,
+                seq,
+                sender,
+                to,
+                client_id,
+                body,
+                ts,
+                kind,
+                user,
+                title,
+                None if members is None else _members_json.encode(members).decode(),
+            ),
         )
         if cur.rowcount == 0:
             return False
@@ -427,9 +559,12 @@ class LocalStore:
         elif seq > top:
             self._top[conv] = seq
         peer = self._peer_of[conv]
-        # Unread counts messages from the peer above our read position.
-        if sender != self.user and seq > self._read_seq.get(peer, 0):
+        # Unread counts texts from others above our read position (membership events are
+        # quiet lines, not messages to read).
+        if sender != self.user and kind == MessageKind.TEXT and seq > self._read_seq.get(peer, 0):
             self._unread_add[peer] = self._unread_add.get(peer, 0) + 1
+            if mentions(body, self.user):
+                self._mention_add[peer] = self._mention_add.get(peer, 0) + 1
         if ts > self._last_ts.get(peer, -(2**63)):
             self._last_ts[peer] = ts
         return True
@@ -470,10 +605,12 @@ class LocalStore:
         return None if row is None else self._msg_view(row)
 
     def _msg_view(self, row: tuple[object, ...]) -> ChatMessage:
-        conv, seq, sender, to, client_id, body, ts = row
+        conv, seq, sender, to, client_id, body, ts, kind, user, title, _members = row
         own = sender == self.user
+        peer = group_key(str(conv)) if to == "" else str(to if own else sender)
+        text = kind == MessageKind.TEXT
         return ChatMessage(
-            peer=str(to if own else sender),
+            peer=peer,
             sender=str(sender),
             client_id=str(client_id),
             body=str(body),
@@ -482,6 +619,10 @@ class LocalStore:
             seq=int(seq),  # type: ignore[call-overload]
             conv=str(conv),
             state=OutState.SENT if own else None,
+            kind=str(kind),
+            user=None if user is None else str(user),
+            title=None if title is None else str(title),
+            mentions_me=not own and text and mentions(str(body), self.user),
         )
 
     # ------------------------------------------------------------ reads
@@ -490,7 +631,7 @@ class LocalStore:
         self._begin()
         self._write_conversations()
         cur = self._db.execute(
-            "UPDATE conversations SET read_seq=?, unread=0 WHERE peer=? AND read_seq<?",
+            "UPDATE conversations SET read_seq=?, unread=0, mentions=0 WHERE peer=? AND read_seq<?",
             (seq, peer, seq),
         )
         if cur.rowcount > 0:
@@ -510,10 +651,17 @@ class LocalStore:
                 "UPDATE conversations SET read_seq=max(read_seq, ?) WHERE peer=?",
                 (read_seq, peer),
             )
+            read = self._read_seq[peer]
+            bodies = [
+                str(r[0])
+                for r in self._db.execute(
+                    "SELECT body FROM messages WHERE conv=? AND seq>? AND sender<>? AND kind=?",
+                    (conv, read, self.user, MessageKind.TEXT),
+                )
+            ]
             self._db.execute(
-                "UPDATE conversations SET unread=(SELECT count(*) FROM messages m "
-                "WHERE m.conv=? AND m.seq>conversations.read_seq AND m.sender<>?) WHERE peer=?",
-                (conv, self.user, peer),
+                "UPDATE conversations SET unread=?, mentions=? WHERE peer=?",
+                (len(bodies), sum(mentions(b, self.user) for b in bodies), peer),
             )
         else:
             self._db.execute(
@@ -537,13 +685,19 @@ class LocalStore:
     def add_outbox(self, row: OutboxRow) -> None:
         """Store a new outgoing message durably before anything else happens to it."""
         self._begin()
-        self._db.execute("INSERT OR IGNORE INTO conversations(peer) VALUES (?)", (row.peer,))
+        kind = ConvKind.GROUP if is_group_key(row.peer) else ConvKind.DIRECT
+        self._db.execute(
+            "INSERT OR IGNORE INTO conversations(peer, kind) VALUES (?, ?)",
+            (row.peer, kind.value),
+        )
+        if row.op == "create":
+            self._pending_group(row)
         self._db.execute(
             "UPDATE conversations SET last_ts=max(last_ts, ?) WHERE peer=?",
             (row.created_at, row.peer),
         )
         self._db.execute(
-            f"INSERT INTO outbox({_OUT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO outbox({_OUT_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.client_id,
                 row.peer,
@@ -557,6 +711,8 @@ class LocalStore:
                 row.conv,
                 row.seq,
                 row.fresh_since,
+                row.op,
+                row.arg,
             ),
         )
         self.commit()
@@ -565,7 +721,7 @@ class LocalStore:
         self._begin()
         self._db.execute(
             "UPDATE outbox SET attempts=?, state=?, error=?, retryable=?, conv=?, seq=?, body=?, "
-            "fresh_since=? WHERE client_id=?",
+            "fresh_since=?, peer=? WHERE client_id=?",
             (
                 row.attempts,
                 row.state.value,
@@ -575,6 +731,7 @@ class LocalStore:
                 row.seq,
                 row.body,
                 row.fresh_since,
+                row.peer,
                 row.client_id,
             ),
         )
@@ -610,15 +767,28 @@ class LocalStore:
             conv=None if r[9] is None else str(r[9]),
             seq=None if r[10] is None else int(r[10]),  # type: ignore[call-overload]
             fresh_since=int(r[11]),  # type: ignore[call-overload]
+            op=str(r[12]),
+            arg=None if r[13] is None else str(r[13]),
         )
 
     @staticmethod
     def outbox_view(row: OutboxRow, user: str, held: bool = False) -> ChatMessage:
+        # A command shows as the event it will become (body "" like the server's).
+        member: str | None = None
+        title: str | None = None
+        if row.op in ("add", "remove"):
+            member = row.arg
+        elif row.op == "leave":
+            member = user
+        elif row.op == "rename":
+            title = row.arg
+        elif row.op == "create":
+            title = create_args(row).title
         return ChatMessage(
             peer=row.peer,
             sender=user,
             client_id=row.client_id,
-            body=row.body,
+            body=row.body if row.op == "send" else "",
             ts=row.created_at,
             own=True,
             seq=row.seq,
@@ -628,6 +798,9 @@ class LocalStore:
             retryable=row.retryable,
             held=held,
             attempts=row.attempts,
+            kind=OP_KIND.get(row.op, MessageKind.TEXT),
+            user=member,
+            title=title,
         )
 
     # ------------------------------------------------------------ queries for views
@@ -654,10 +827,14 @@ class LocalStore:
         if self._in_tx:
             self._write_conversations()  # unread is read below
         row = self._db.execute(
-            "SELECT conv, unread, read_seq, peer_read_seq FROM conversations WHERE peer=?",
+            "SELECT conv, unread, read_seq, peer_read_seq, title, creator, joined, mentions"
+            " FROM conversations WHERE peer=?",
             (peer,),
         ).fetchone()
-        conv, unread, read_seq, peer_read = row if row else (None, 0, 0, 0)
+        conv, unread, read_seq, peer_read, title, creator, joined, mentioned = (
+            row if row else (None, 0, 0, 0, None, None, 1, 0)
+        )
+        group = is_group_key(peer)
         failed = pending = 0
         last_open: OutboxRow | None = None
         for r in open_rows:
@@ -683,6 +860,12 @@ class LocalStore:
             pending=pending,
             read_seq=int(read_seq),
             peer_read_seq=int(peer_read),
+            kind=ConvKind.GROUP if group else ConvKind.DIRECT,
+            title=None if title is None else str(title),
+            members=tuple(self.members(peer)) if group else (),
+            creator=None if creator is None else str(creator),
+            joined=bool(joined),
+            mentions=int(mentioned),
         )
 
     def all_messages(self) -> list[ChatMessage]:
@@ -693,3 +876,154 @@ class LocalStore:
     def all_outbox(self) -> list[OutboxRow]:
         rows = self._db.execute(f"SELECT {_OUT_COLS} FROM outbox ORDER BY ord, rowid").fetchall()
         return [self._out_row(r) for r in rows]
+
+    # ------------------------------------------------------------ groups
+
+    def members(self, peer: str) -> list[str]:
+        return [
+            str(r[0])
+            for r in self._db.execute("SELECT user FROM members WHERE peer=? ORDER BY ord", (peer,))
+        ]
+
+    def joined(self, peer: str) -> bool:
+        """False for a group the user was removed from or left (True for anything else)."""
+        row = self._db.execute("SELECT joined FROM conversations WHERE peer=?", (peer,)).fetchone()
+        return row is None or bool(row[0])
+
+    def has_conversation(self, peer: str) -> bool:
+        found = self._db.execute("SELECT 1 FROM conversations WHERE peer=?", (peer,)).fetchone()
+        return found is not None
+
+    def _set_members(self, peer: str, members: list[str]) -> None:
+        self._db.execute("DELETE FROM members WHERE peer=?", (peer,))
+        self._db.executemany(
+            "INSERT OR IGNORE INTO members(peer, user, ord) VALUES (?, ?, ?)",
+            [(peer, name, i) for i, name in enumerate(members)],
+        )
+
+    def _pending_group(self, row: OutboxRow) -> None:
+        """A create's conversation (key "+" + client_id): kind, title and members as asked."""
+        args = create_args(row)
+        self._db.execute(
+            "INSERT OR IGNORE INTO conversations(peer, kind) VALUES (?, ?)",
+            (row.peer, ConvKind.GROUP.value),
+        )
+        self._db.execute(
+            "UPDATE conversations SET kind=?, title=?, creator=?, joined=1 WHERE peer=?",
+            (ConvKind.GROUP.value, args.title, self.user, row.peer),
+        )
+        self._set_members(row.peer, initial_members(self.user, args.members))
+
+    def restore_pending_group(self, row: OutboxRow) -> None:
+        """A given-up create was taken back: its conversation comes back too."""
+        self._begin()
+        self._pending_group(row)
+        self.commit()
+
+    def ensure_pending_groups(self, rows: Iterable[OutboxRow]) -> None:
+        """Every open create has its conversation (a repaired store carries only the outbox)."""
+        for row in rows:
+            pending = row.op == "create" and row.peer.startswith(PENDING_GROUP_PREFIX)
+            if pending and not (self.has_conversation(row.peer) and self.members(row.peer)):
+                self._begin()
+                self._pending_group(row)
+        self.commit()
+
+    def replace_pending_group(self, old: str, conv: str) -> str:
+        """A pending group is confirmed as ``conv``: its conversation, outbox rows and draft
+        move from ``old`` ("+" + client_id) to "#" + conv. Returns the new key."""
+        new = group_key(conv)
+        self._begin()
+        self._write_conversations()
+        if self.has_conversation(new):  # its events came first: they name the members
+            self._db.execute("DELETE FROM conversations WHERE peer=?", (old,))
+            self._db.execute("DELETE FROM members WHERE peer=?", (old,))
+        else:
+            self._db.execute(
+                "UPDATE conversations SET peer=?, conv=? WHERE peer=?", (new, conv, old)
+            )
+            self._db.execute("UPDATE members SET peer=? WHERE peer=?", (new, old))
+        self._db.execute("UPDATE outbox SET peer=? WHERE peer=?", (new, old))
+        draft = self._meta("draft:" + old)
+        if draft is not None:
+            self._db.execute("DELETE FROM meta WHERE key=?", ("draft:" + old,))
+            self._set_meta("draft:" + new, draft)
+        self._peer_of[conv] = new
+        self._conv_of[new] = conv
+        self._wm.setdefault(conv, 0)
+        self._read_seq[new] = self._read_seq.pop(old, 0)
+        self.commit()
+        return new
+
+    def drop_pending_group(self, key: str) -> None:
+        """A create given up before the server stored it: its conversation is gone."""
+        self._begin()
+        self._write_conversations()
+        self._db.execute("DELETE FROM conversations WHERE peer=?", (key,))
+        self._db.execute("DELETE FROM members WHERE peer=?", (key,))
+        self._db.execute("DELETE FROM meta WHERE key=?", ("draft:" + key,))
+        self._read_seq.pop(key, None)
+        self.commit()
+
+    def begin_view(self, conv: str, seq: int) -> None:
+        """An event that carries the member list is where our view of a group begins:
+        the seqs below it are not ours to see, so the watermark may stand just below it."""
+        if self._wm.get(conv, 0) < seq - 1:
+            self._begin()
+            self._wm[conv] = seq - 1
+            self._wm_moved.add(conv)
+
+    def recompute_group(self, peer: str, conv: str) -> tuple[bool, bool]:
+        """Derive a group's members, title, creator and joined flag from its stored events.
+
+        Base: the members of the latest stored event that carries them (created, or the
+        added-of-me); then the later membership events in seq order. Called whenever a
+        membership event is stored, since a gap filled later may hold one. Returns
+        (joined before, joined after).
+        """
+        self._begin()
+        before = self.joined(peer)
+        base = self._db.execute(
+            "SELECT seq, members FROM messages WHERE conv=? AND members IS NOT NULL"
+            " ORDER BY seq DESC LIMIT 1",
+            (conv,),
+        ).fetchone()
+        members: list[str] = []
+        start = 0
+        if base is not None:
+            start = int(base[0])
+            members = _members_decode.decode(str(base[1]))
+        for kind, sender, user in self._db.execute(
+            "SELECT kind, sender, user FROM messages WHERE conv=? AND seq>? AND kind IN (?, ?, ?)"
+            " ORDER BY seq",
+            (conv, start, MessageKind.ADDED, MessageKind.REMOVED, MessageKind.LEFT),
+        ):
+            who = str(user if user is not None else sender)
+            if kind == MessageKind.ADDED:
+                if who not in members:
+                    members.append(who)
+            elif who in members:
+                members.remove(who)
+        title_row = self._db.execute(
+            "SELECT title FROM messages WHERE conv=? AND title IS NOT NULL"
+            " ORDER BY seq DESC LIMIT 1",
+            (conv,),
+        ).fetchone()
+        creator_row = self._db.execute(
+            "SELECT sender FROM messages WHERE conv=? AND kind=? ORDER BY seq LIMIT 1",
+            (conv, MessageKind.CREATED),
+        ).fetchone()
+        after = self.user in members
+        self._set_members(peer, members)
+        self._db.execute(
+            "UPDATE conversations SET kind=?, title=coalesce(?, title),"
+            " creator=coalesce(?, creator), joined=? WHERE peer=?",
+            (
+                ConvKind.GROUP.value,
+                None if title_row is None else title_row[0],
+                None if creator_row is None else creator_row[0],
+                int(after),
+                peer,
+            ),
+        )
+        return before, after

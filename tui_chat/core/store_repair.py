@@ -52,7 +52,12 @@ OUTBOX_COLUMNS: Final = (
     "state",
     "error",
     "retryable",
+    # Added with groups (what the row asks: send, create, add …); an older file lacks them.
+    "op",
+    "arg",
 )
+# What a store from before groups stands for in those columns: every row was a send.
+_OLD_DEFAULTS: Final = {"op": "'send'", "arg": "NULL"}
 # Bounds the skip-ahead over damaged pages of the outbox (each try doubles the jump).
 _MAX_SKIPS: Final = 200
 _SIBLINGS: Final = ("-wal", "-shm", "-journal")
@@ -141,10 +146,12 @@ class Salvage(msgspec.Struct):
 
 def _valid_outbox_row(values: tuple[object, ...]) -> bool:
     """A row whose fields have the types the store writes (damage can return garbage)."""
-    cid, peer, body, created, fresh, ord_, attempts, state, error, retryable = values
+    cid, peer, body, created, fresh, ord_, attempts, state, error, retryable, op, arg = values
     ints = (created, fresh, ord_, attempts, retryable)
     return (
-        isinstance(cid, str)
+        isinstance(op, str)
+        and (arg is None or isinstance(arg, str))
+        and isinstance(cid, str)
         and bool(cid)
         and isinstance(peer, str)
         and bool(peer)
@@ -155,8 +162,23 @@ def _valid_outbox_row(values: tuple[object, ...]) -> bool:
     )
 
 
+def _select_columns(db: sqlite3.Connection) -> str:
+    """OUTBOX_COLUMNS as a select list; a column the damaged file lacks reads as its
+    default (a store from before that column)."""
+    try:
+        have = {str(r[1]) for r in db.execute("PRAGMA table_info(outbox)")}
+    except sqlite3.DatabaseError:
+        have = set(OUTBOX_COLUMNS)
+    if not have:
+        have = set(OUTBOX_COLUMNS)
+    return ", ".join(
+        c if c in have or c not in _OLD_DEFAULTS else f"{_OLD_DEFAULTS[c]} AS {c}"
+        for c in OUTBOX_COLUMNS
+    )
+
+
 def _read_outbox(db: sqlite3.Connection, salvage: Salvage) -> None:
-    cols = ", ".join(OUTBOX_COLUMNS)
+    cols = _select_columns(db)
     rows: dict[int, tuple[object, ...]] = {}
     complete = True
     # 1. Scan the table in rowid order; past a damaged page, jump ahead (doubling) and go on.

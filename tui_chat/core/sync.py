@@ -20,18 +20,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from msgspec.structs import replace
+
 from tui_chat import protocol as p
 from tui_chat.core.config import SyncSection
 from tui_chat.core.models import (
+    GROUP_PREFIX,
+    PENDING_GROUP_PREFIX,
     EpochReset,
     GapUnfillable,
     OutState,
     ServerNotice,
     Synced,
+    group_key,
 )
 from tui_chat.core.outbox import human_duration
 from tui_chat.core.replica import Replica
-from tui_chat.core.store import OutboxRow
+from tui_chat.core.store import (
+    NOT_MEMBER_REASON,
+    OP_KIND,
+    OutboxRow,
+    create_args,
+    initial_members,
+)
 from tui_chat.core.transport import SILENCE_AFTER, Retry, SessionEnd
 
 log = logging.getLogger(__name__)
@@ -184,9 +195,12 @@ class SyncCore:
             self.outbox.forget_inflight(ack.client_id)
             return  # already sent (the echo came first), or not ours to know
         held = self.store.message_view(ack.conv, ack.seq)
+        # A create names its group in the ack: the pending key becomes "#" + conv.
+        peer = group_key(ack.conv) if row.peer.startswith(PENDING_GROUP_PREFIX) else row.peer
         if (
-            self.store.peer_of(ack.conv) not in (None, row.peer)
-            or self.store.conv_of(row.peer) not in (None, ack.conv)
+            self.store.peer_of(ack.conv) not in (None, peer)
+            or self.store.conv_of(peer) not in (None, ack.conv)
+            or (row.op != "send" and peer != group_key(ack.conv))
             or (held is not None and held.key != (self.replica.user, ack.client_id))
         ):
             # Only a broken or hostile server says this: "sent" would point the message at
@@ -200,17 +214,32 @@ class SyncCore:
             )
             return
         self.outbox.forget_inflight(ack.client_id)
-        # The ack carries everything the message frame would: the server has my message.
-        msg = p.Message(
+        # The ack and the row carry everything the message frame would: the server has it.
+        self._apply(self._acked_message(row, ack), replay=False)
+
+    def _acked_message(self, row: OutboxRow, ack: p.Ack) -> p.Message:
+        """The event the server stored for ``row``, as its echo would show it."""
+        me = self.replica.user
+        base = p.Message(
             conv=ack.conv,
             seq=ack.seq,
-            sender=self.replica.user,
-            to=row.peer,
+            sender=me,
             client_id=ack.client_id,
-            body=row.body,
+            body="",
             ts=ack.ts,
+            kind=OP_KIND[row.op],
         )
-        self._apply(msg, replay=False)
+        if row.op == "send":
+            group = row.peer.startswith(GROUP_PREFIX)
+            return replace(base, body=row.body, to="" if group else row.peer)
+        if row.op == "create":
+            args = create_args(row)
+            return replace(base, title=args.title, members=initial_members(me, args.members))
+        if row.op in ("add", "remove"):
+            return replace(base, user=row.arg)
+        if row.op == "leave":
+            return replace(base, user=me)
+        return replace(base, title=row.arg)  # rename
 
     def _on_reject(self, rej: p.Reject) -> None:
         self.outbox.forget_inflight(rej.client_id)
@@ -222,6 +251,8 @@ class SyncCore:
             self._given_up(rej.client_id)
         elif row.state is not OutState.PENDING:
             return
+        elif rej.code == p.ErrorCode.NOT_MEMBER:
+            self.replica.fail(row, NOT_MEMBER_REASON, False)
         elif rej.retryable:
             self.outbox.defer(row, rej.reason, rej.retry_after, self._clock())
             self.store.save_outbox(row)
@@ -381,7 +412,7 @@ class SyncCore:
             self.store.save_outbox(row)
             if row.attempts == 1:
                 self.commit_before_send = True
-            self.out.append(p.Send(client_id=row.client_id, to=row.peer, body=row.body))
+            self.out.append(command_frame(row))
         for conv, gap in self._gaps.items():
             if not gap.asked and not gap.unfillable:
                 if gap.not_before <= now:
@@ -410,3 +441,23 @@ class SyncCore:
         if (silent is None) != (self._silent is None):
             self._silent = silent
             self._on_silence(silent)
+
+
+def command_frame(row: OutboxRow) -> p.ClientFrame:
+    """The frame that asks the server for what ``row`` holds."""
+    cid = row.client_id
+    conv = row.peer[len(GROUP_PREFIX) :]
+    if row.op == "send":
+        if row.peer.startswith(GROUP_PREFIX):
+            return p.Send(client_id=cid, conv=conv, body=row.body)
+        return p.Send(client_id=cid, to=row.peer, body=row.body)
+    if row.op == "create":
+        args = create_args(row)
+        return p.Create(client_id=cid, title=args.title, members=args.members)
+    if row.op == "add":
+        return p.Add(client_id=cid, conv=conv, user=row.arg or "")
+    if row.op == "remove":
+        return p.Remove(client_id=cid, conv=conv, user=row.arg or "")
+    if row.op == "leave":
+        return p.Leave(client_id=cid, conv=conv)
+    return p.Rename(client_id=cid, conv=conv, title=row.arg or "")
