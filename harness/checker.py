@@ -984,10 +984,12 @@ def judge(
         if event is None or event.kind is None:
             return
         # A group command must become the event it asked for, about whom it asked.
+        # (A leave's user is its sender; its outbox row does not repeat it.)
+        user = (event.user or key[0]) if c.kind == "left" else event.user
         if event.kind != c.kind:
             add("altered", f"{where} has {key[1]} as {event.kind!r}; it was a {c.kind!r}", key)
-        elif c.user is not None and event.user != c.user:
-            add("altered", f"{where} has {c.kind} {key[1]} of {event.user!r}, not {c.user!r}", key)
+        elif c.user is not None and user != c.user:
+            add("altered", f"{where} has {c.kind} {key[1]} of {user!r}, not {c.user!r}", key)
         elif c.title is not None and event.title != c.title:
             add(
                 "altered",
