@@ -137,8 +137,8 @@ def test_cli_prints_a_summary_as_json(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- groups
 
-GROUP_SWEEP_SEED = 20261203
-GROUP_SWEEP_SCHEDULES = 8
+GROUP_SWEEP_SEED = 20261223
+GROUP_SWEEP_SCHEDULES = 6
 
 
 def test_group_schedules_are_reproducible_and_sized_as_asked() -> None:
