@@ -35,10 +35,17 @@ How each fault is injected
                     (frame delivered, ack lost), restore the link, restart the client
 ``client_kill_after_ack``   send, SIGKILL the client as soon as it shows the message sent
                     (the ack's store write may not be committed yet)
+``server_stop``     group schedules only: SIGSTOP the server for 0.3-1.5 s, then SIGCONT
 User actions: ``retry`` a failed message, ``give_up_failed``, ``give_up_pending`` (maybe in
 flight), ``edit`` a failed or pending message; after the faults, every failed message is
 retried or given up. Each client draws ``on_failure`` (hold/continue) and a freshness window
 (60 s, or 0.6-2 s so that messages fail during outages).
+
+Group schedules (``--groups``, :func:`make_group_schedule`): 3 to 5 users, one or two
+groups of 3 to 5 members created through headless ``create``, texts to them (``send
+{conv}``) and membership changes (``add``, ``remove``, ``leave``, ``rename``) at random
+times among the same faults plus ``server_stop``; the checker then applies the group
+visibility rule (:mod:`harness.visibility`) on top of every other rule.
 """
 
 from __future__ import annotations

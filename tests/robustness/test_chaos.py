@@ -6,6 +6,10 @@ fault proxies, every kind of fault, users retrying and giving up, then the check
 server database, every store and every event log. The long run (500+ schedules) and its
 figures are in docs/reliability.md. ``tests/test_checker.py`` shows that the checker catches
 broken variants, so a clean sweep means something.
+
+The group sweep plays 6 group schedules (3 to 5 users, groups of 3 to 5 members, adds,
+removals, leaves and renames among the faults, the server frozen by SIGSTOP too) and the
+checker's visibility rule; its long run is in docs/reliability.md too.
 """
 
 from __future__ import annotations
