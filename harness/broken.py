@@ -21,6 +21,13 @@ Server variants (``python -m harness.broken server VARIANT serve --db ... ``):
     The same, with the body cut to half its length.
 ``wrong-recipient``
     Every ``--every``-th send is filed under another user than the one it was sent to.
+``fanout-to-removed``
+    Groups: live events keep going to everyone who was ever a member of the group, so a
+    removed (or departed) member goes on receiving what was said after their removal.
+    Storage, replay and history are untouched.
+``skip-group-seq``
+    Groups: every ``--every``-th text in a group is stored one seq further than it should
+    be, leaving a hole in the group's stream that no history request can fill.
 
 Client variants (``python -m harness.chaos_client --broken VARIANT --config ...``):
 
@@ -57,6 +64,8 @@ SERVER_VARIANTS: Final = (
     "alter-body",
     "truncate-body",
     "wrong-recipient",
+    "fanout-to-removed",
+    "skip-group-seq",
 )
 CLIENT_VARIANTS: Final = ("new-client-id", "skip-gap", "drop-outbox-row", "spontaneous-give-up")
 # Exit status of a server that died on purpose after acking an uncommitted batch.
@@ -152,6 +161,62 @@ def _rewrite_sends(every: int, rewrite: Any) -> None:
     ChatServer._on_send = on_send  # type: ignore[method-assign]
 
 
+def _fanout_to_removed() -> None:
+    from tui_chat.server.app import ChatServer
+    from tui_chat.server.writer import Stored
+
+    original = ChatServer._fan_out_stored
+    ever: dict[str, set[int]] = {}
+
+    def fan_out_stored(self: ChatServer, outcome: Stored) -> None:
+        original(self, outcome)
+        if outcome.to:
+            return  # a direct conversation
+        # Everyone this group ever fanned out to (a removal's outcome still names the one
+        # removed): the broken server forgets that membership ended.
+        former = ever.setdefault(outcome.conv, set())
+        gone = former - set(outcome.members)
+        former |= set(outcome.members)
+        if gone and outcome.kind != "added":
+            # The same frame the members got (the ``added`` copies differ; skip them).
+            data = p.encode(
+                p.Message(
+                    conv=outcome.conv,
+                    seq=outcome.seq,
+                    sender=outcome.sender,
+                    client_id=outcome.client_id,
+                    body=outcome.body,
+                    ts=outcome.ts,
+                    kind=outcome.kind,
+                    user=outcome.user,
+                    title=outcome.title,
+                )
+            )
+            print(f"fanout-to-removed: {outcome.conv}/{outcome.seq} to {sorted(gone)}", flush=True)
+            self._fan_out(gone, data, outcome.conv, outcome.seq)
+
+    ChatServer._fan_out_stored = fan_out_stored  # type: ignore[method-assign]
+
+
+def _skip_group_seq(every: int) -> None:
+    from tui_chat.server import writer as w
+
+    original = w.Writer._append
+    texts = 0
+
+    def append(self: w.Writer, conn: sqlite3.Connection, group: Any, req: Any, touched: Any,
+               **kwargs: Any) -> tuple[int, int]:  # fmt: skip
+        nonlocal texts
+        if kwargs.get("kind") == "text":
+            texts += 1
+            if texts % every == 0:
+                group.last += 1  # the seq below is never stored
+                print(f"skip-group-seq: {group.id}/{group.last} skipped", flush=True)
+        return original(self, conn, group, req, touched, **kwargs)
+
+    w.Writer._append = append  # type: ignore[method-assign]
+
+
 def _user_names(db_path: str | None) -> list[str]:
     if db_path is None:
         return []
@@ -183,6 +248,10 @@ def apply_server(variant: str, every: int = 3, db_path: str | None = None) -> No
             return msgspec.structs.replace(frame, to=others[0]) if others else frame
 
         _rewrite_sends(every, misfile)
+    elif variant == "fanout-to-removed":
+        _fanout_to_removed()
+    elif variant == "skip-group-seq":
+        _skip_group_seq(every)
     else:
         raise ValueError(f"unknown server variant {variant!r}; expected one of {SERVER_VARIANTS}")
 

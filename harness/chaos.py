@@ -35,10 +35,17 @@ How each fault is injected
                     (frame delivered, ack lost), restore the link, restart the client
 ``client_kill_after_ack``   send, SIGKILL the client as soon as it shows the message sent
                     (the ack's store write may not be committed yet)
+``server_stop``     group schedules only: SIGSTOP the server for 0.3-1.5 s, then SIGCONT
 User actions: ``retry`` a failed message, ``give_up_failed``, ``give_up_pending`` (maybe in
 flight), ``edit`` a failed or pending message; after the faults, every failed message is
 retried or given up. Each client draws ``on_failure`` (hold/continue) and a freshness window
 (60 s, or 0.6-2 s so that messages fail during outages).
+
+Group schedules (``--groups``, :func:`make_group_schedule`): 3 to 5 users, one or two
+groups of 3 to 5 members created through headless ``create``, texts to them (``send
+{conv}``) and membership changes (``add``, ``remove``, ``leave``, ``rename``) at random
+times among the same faults plus ``server_stop``; the checker then applies the group
+visibility rule (:mod:`harness.visibility`) on top of every other rule.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import shutil
 import signal
@@ -77,6 +85,7 @@ from harness.clientconf import client_config, write_client_toml
 from harness.env import subprocess_env
 from harness.faultproxy import FaultProxy
 from harness.serverproc import ServerProcess, clone_users
+from harness.visibility import GroupStream
 from tui_chat.server import db
 
 __all__ = [
@@ -86,6 +95,7 @@ __all__ = [
     "Schedule",
     "ScheduleResult",
     "main",
+    "make_group_schedule",
     "make_schedule",
     "run_schedule",
     "run_schedules",
@@ -102,7 +112,7 @@ PROXY_FAULTS: Final = (
     "slice",
     "refuse",
 )
-SERVER_FAULTS: Final = ("server_kill", "server_term", "epoch_change")
+SERVER_FAULTS: Final = ("server_kill", "server_term", "epoch_change", "server_stop")
 CLIENT_FAULTS: Final = (
     "client_kill",
     "client_kill_after_send",
@@ -111,6 +121,7 @@ CLIENT_FAULTS: Final = (
 )
 FAULT_KINDS: Final = PROXY_FAULTS + SERVER_FAULTS + CLIENT_FAULTS
 USER_ACTIONS: Final = ("retry", "give_up_failed", "give_up_pending", "edit")
+GROUP_ACTIONS: Final = ("create", "gsend", "add", "remove", "leave", "rename")
 _FAULT_WEIGHTS: Final = {
     "delay": 3,
     "blackhole": 2,
@@ -128,6 +139,11 @@ _FAULT_WEIGHTS: Final = {
     "client_kill_in_flight": 2,
     "client_kill_after_ack": 1,
 }
+# Group schedules: the same faults, and the server frozen (SIGSTOP) now and then. They have
+# no epoch change: a new database has no groups, so every later group action would only be
+# refused (the direct schedules cover epochs).
+_GROUP_FAULT_WEIGHTS: Final = {**_FAULT_WEIGHTS, "server_stop": 2}
+GROUP_FAULT_KINDS: Final = tuple(_GROUP_FAULT_WEIGHTS)
 GHOST: Final = -1  # peer index of a user with no account: the server rejects, not retryable
 GHOST_NAME: Final = "ghost"
 CONVERGENCE_LIMIT: Final = 5.0
@@ -167,11 +183,19 @@ class Action:
     chunk: int = 0
     nbytes: int = 0
     pick: float = 0.0  # a uniform draw for choices made at run time (which message)
+    group: int = -1  # group actions: which group of the schedule (0 or 1)
+    members: tuple[int, ...] = ()  # create: the users asked for besides the creator
 
     def describe(self) -> str:
         fields = [f"{self.at:6.3f}s", self.kind]
         if self.client >= 0:
             fields.append(f"client={self.client}")
+        if self.group >= 0:
+            fields.append(f"group={self.group}")
+        if self.kind == "create":
+            fields.append(f"members={list(self.members)}")
+        if self.kind in ("add", "remove"):
+            fields.append(f"user={self.peer}")
         if self.kind == "send" or self.kind.startswith("client_kill_"):
             fields.append(f"peer={GHOST_NAME if self.peer == GHOST else self.peer}")
         if self.duration:
@@ -200,6 +224,7 @@ class Schedule:
     duration: float
     # A user with a second device: client index ``clients`` is that user's other store.
     second_device: int | None = None
+    groups: int = 0  # group schedules: how many groups it creates
 
     @property
     def devices(self) -> int:
@@ -209,7 +234,8 @@ class Schedule:
         return client if client < self.clients else int(self.second_device or 0)
 
     def describe(self) -> str:
-        head = [f"schedule seed={self.seed} index={self.index} duration={self.duration:.2f}s"]
+        kind = f" groups={self.groups}" if self.groups else ""
+        head = [f"schedule seed={self.seed} index={self.index}{kind} duration={self.duration:.2f}s"]
         for i in range(self.devices):
             device = "" if i < self.clients else f" (second device of user {self.user_of(i)})"
             head.append(
@@ -217,6 +243,138 @@ class Schedule:
                 f"on_failure={self.on_failure[i]}"
             )
         return "\n".join(head + ["  " + a.describe() for a in self.actions])
+
+
+class _Draw:
+    """The random part of a schedule: sends, faults and user actions, drawn in one order.
+
+    Shared by the direct-message schedules and the group ones (:func:`make_group_schedule`),
+    so that both inject the same faults the same way.
+    """
+
+    def __init__(self, rng: random.Random, clients: int, duration: float) -> None:
+        self.rng = rng
+        self.clients = clients
+        self.duration = duration
+        self.actions: list[Action] = []
+        # Busy intervals: one proxy fault per proxy, one kill per client, one server fault
+        # at a time, so that a restore never cancels another fault half-way.
+        self.proxy_busy: list[list[tuple[float, float]]] = [[] for _ in range(clients)]
+        self.client_busy: list[list[tuple[float, float]]] = [[] for _ in range(clients)]
+        self.server_busy: list[tuple[float, float]] = []
+
+    def peer_of(self, c: int) -> int:
+        r = self.rng.random()
+        if r < 0.02:
+            return GHOST  # rejected as unknown_peer: failed, not retryable
+        if r < 0.05:
+            return c  # a conversation with oneself
+        return self.rng.choice([p for p in range(self.clients) if p != c])
+
+    def user_action(self, at: float, c: int, during: bool) -> None:
+        # During an outage users give up or edit what is stuck; after it, retry what failed.
+        kinds = ("give_up_pending", "edit", "give_up_failed") if during else USER_ACTIONS
+        self.actions.append(Action(round(at, 3), self.rng.choice(kinds), c, pick=self.rng.random()))
+
+    def sends(self, messages: int) -> None:
+        rng, left = self.rng, messages
+        while left > 0:
+            c = rng.randrange(self.clients)
+            at = round(rng.uniform(0, self.duration), 3)
+            # Some sends come in bursts (several pending per peer, several per commit).
+            n = min(left, rng.randint(3, 6)) if rng.random() < 0.1 else 1
+            for _ in range(n):
+                # One in ten is long (multi-byte text up to the 4,000-character limit), so
+                # that frames span TCP segments, slices and byte budgets.
+                extra = rng.randint(200, 3900) if rng.random() < 0.1 else 0
+                self.actions.append(Action(at, "send", c, self.peer_of(c), nbytes=extra))
+            left -= n
+
+    @staticmethod
+    def free(busy: list[tuple[float, float]], start: float, end: float) -> bool:
+        return all(end + 0.05 < s or start > e + 0.05 for s, e in busy)
+
+    def faults(self, weights: dict[str, int], count: tuple[int, int] = (4, 9)) -> None:
+        rng, free, duration, actions = self.rng, self.free, self.duration, self.actions
+        kinds = list(weights)
+        weight_list = [weights[k] for k in kinds]
+        for _ in range(rng.randint(*count)):
+            kind = rng.choices(kinds, weight_list)[0]
+            at = round(rng.uniform(0.05, duration * 0.85), 3)
+            c = rng.randrange(self.clients)
+            d = round(rng.uniform(0.3, 2.0), 3)
+            if kind in ("delay", "slice", "blackhole", "close_after"):
+                direction = rng.choice(("both", "both", "up", "down"))
+                if kind == "blackhole":
+                    direction = "both"
+                if not free(self.proxy_busy[c], at, at + d):
+                    continue
+                self.proxy_busy[c].append((at, at + d))
+                actions.append(
+                    Action(
+                        at,
+                        kind,
+                        c,
+                        duration=d,
+                        direction=direction,
+                        delay=round(rng.uniform(0.02, 0.4), 3)
+                        if kind == "delay"
+                        else round(rng.uniform(0, 0.005), 4),
+                        jitter=round(rng.uniform(0, 0.2), 3),
+                        chunk=rng.randint(1, 64),
+                        nbytes=rng.randint(40, 3000),
+                    )
+                )
+                if rng.random() < 0.6:
+                    self.user_action(at + rng.uniform(0.1, d + 0.8), c, rng.random() < 0.5)
+            elif kind in ("blackhole_down", "blackhole_up", "reset", "refuse", "close"):
+                if kind == "reset":
+                    d = round(rng.uniform(0.1, 0.8), 3)
+                elif kind == "refuse":
+                    d = round(rng.uniform(0.2, 1.0), 3)
+                elif kind == "close":
+                    d = 0.0
+                if not free(self.proxy_busy[c], at, at + d):
+                    continue
+                self.proxy_busy[c].append((at, at + d))
+                actions.append(Action(at, kind, c, duration=d))
+                if rng.random() < 0.6:
+                    self.user_action(at + rng.uniform(0.1, d + 0.8), c, rng.random() < 0.5)
+            elif kind in SERVER_FAULTS:
+                d = round(rng.uniform(0.1, 1.0), 3)
+                if kind == "server_stop":
+                    # Frozen, not gone: the sockets stay open and silent (keepalive notices).
+                    d = round(rng.uniform(0.3, 1.5), 3)
+                # A stop and a start take about half a second on top of the downtime.
+                if not free(self.server_busy, at, at + d + 1.0):
+                    continue
+                self.server_busy.append((at, at + d + 1.0))
+                actions.append(Action(at, kind, duration=d))
+                if rng.random() < 0.6:
+                    self.user_action(
+                        at + rng.uniform(0.1, d + 0.5), rng.randrange(self.clients), True
+                    )
+            else:
+                d = round(rng.uniform(0.05, 0.8), 3)
+                if not free(self.client_busy[c], at, at + d + 0.6):
+                    continue
+                if kind == "client_kill_in_flight":
+                    if not free(self.proxy_busy[c], at, at + 1.2):
+                        continue
+                    self.proxy_busy[c].append((at, at + 1.2))
+                self.client_busy[c].append((at, at + d + 0.6))
+                actions.append(Action(at, kind, c, self.peer_of(c), duration=d, pick=rng.random()))
+                if rng.random() < 0.5:
+                    # Right after the restart: the outbox was reloaded, maybe expired to failed.
+                    self.user_action(at + d + rng.uniform(0.3, 0.8), c, False)
+        for _ in range(rng.randint(0, 3)):
+            self.user_action(rng.uniform(0.2, duration), rng.randrange(self.clients), False)
+
+    def finish(self) -> tuple[Action, ...]:
+        # User actions may land after the last fault, but not after the schedule ends.
+        actions = [a for a in self.actions if a.at <= self.duration]
+        actions.sort(key=lambda a: a.at)
+        return tuple(actions)
 
 
 def make_schedule(
@@ -244,111 +402,10 @@ def make_schedule(
         60.0 if rng.random() < 0.5 else round(rng.uniform(0.6, 2.0), 3) for _ in range(clients)
     )
     on_failure = tuple(rng.choice(("hold", "continue")) for _ in range(clients))
-    actions: list[Action] = []
-
-    def peer_of(c: int) -> int:
-        r = rng.random()
-        if r < 0.02:
-            return GHOST  # rejected as unknown_peer: failed, not retryable
-        if r < 0.05:
-            return c  # a conversation with oneself
-        return rng.choice([p for p in range(clients) if p != c])
-
-    def user_action(at: float, c: int, during: bool) -> None:
-        # During an outage users give up or edit what is stuck; after it, retry what failed.
-        kinds = ("give_up_pending", "edit", "give_up_failed") if during else USER_ACTIONS
-        actions.append(Action(round(at, 3), rng.choice(kinds), c, pick=rng.random()))
-
-    left = messages
-    while left > 0:
-        c = rng.randrange(clients)
-        at = round(rng.uniform(0, duration), 3)
-        # Some sends come in bursts (several pending per peer, several per commit).
-        n = min(left, rng.randint(3, 6)) if rng.random() < 0.1 else 1
-        for _ in range(n):
-            # One in ten is long (multi-byte text up to the 4,000-character limit), so that
-            # frames span TCP segments, slices and byte budgets.
-            extra = rng.randint(200, 3900) if rng.random() < 0.1 else 0
-            actions.append(Action(at, "send", c, peer_of(c), nbytes=extra))
-        left -= n
-
-    # Busy intervals: one proxy fault per proxy, one kill per client, one server fault at a
-    # time, so that a restore never cancels another fault half-way.
-    proxy_busy: list[list[tuple[float, float]]] = [[] for _ in range(clients)]
-    client_busy: list[list[tuple[float, float]]] = [[] for _ in range(clients)]
-    server_busy: list[tuple[float, float]] = []
-
-    def free(busy: list[tuple[float, float]], start: float, end: float) -> bool:
-        return all(end + 0.05 < s or start > e + 0.05 for s, e in busy)
-
-    kinds = list(_FAULT_WEIGHTS)
-    weights = [_FAULT_WEIGHTS[k] for k in kinds]
-    for _ in range(rng.randint(4, 9)):
-        kind = rng.choices(kinds, weights)[0]
-        at = round(rng.uniform(0.05, duration * 0.85), 3)
-        c = rng.randrange(clients)
-        d = round(rng.uniform(0.3, 2.0), 3)
-        if kind in ("delay", "slice", "blackhole", "close_after"):
-            direction = rng.choice(("both", "both", "up", "down"))
-            if kind == "blackhole":
-                direction = "both"
-            if not free(proxy_busy[c], at, at + d):
-                continue
-            proxy_busy[c].append((at, at + d))
-            actions.append(
-                Action(
-                    at,
-                    kind,
-                    c,
-                    duration=d,
-                    direction=direction,
-                    delay=round(rng.uniform(0.02, 0.4), 3)
-                    if kind == "delay"
-                    else round(rng.uniform(0, 0.005), 4),
-                    jitter=round(rng.uniform(0, 0.2), 3),
-                    chunk=rng.randint(1, 64),
-                    nbytes=rng.randint(40, 3000),
-                )
-            )
-            if rng.random() < 0.6:
-                user_action(at + rng.uniform(0.1, d + 0.8), c, rng.random() < 0.5)
-        elif kind in ("blackhole_down", "blackhole_up", "reset", "refuse", "close"):
-            if kind == "reset":
-                d = round(rng.uniform(0.1, 0.8), 3)
-            elif kind == "refuse":
-                d = round(rng.uniform(0.2, 1.0), 3)
-            elif kind == "close":
-                d = 0.0
-            if not free(proxy_busy[c], at, at + d):
-                continue
-            proxy_busy[c].append((at, at + d))
-            actions.append(Action(at, kind, c, duration=d))
-            if rng.random() < 0.6:
-                user_action(at + rng.uniform(0.1, d + 0.8), c, rng.random() < 0.5)
-        elif kind in SERVER_FAULTS:
-            d = round(rng.uniform(0.1, 1.0), 3)
-            # A stop and a start take about half a second on top of the downtime.
-            if not free(server_busy, at, at + d + 1.0):
-                continue
-            server_busy.append((at, at + d + 1.0))
-            actions.append(Action(at, kind, duration=d))
-            if rng.random() < 0.6:
-                user_action(at + rng.uniform(0.1, d + 0.5), rng.randrange(clients), True)
-        else:
-            d = round(rng.uniform(0.05, 0.8), 3)
-            if not free(client_busy[c], at, at + d + 0.6):
-                continue
-            if kind == "client_kill_in_flight":
-                if not free(proxy_busy[c], at, at + 1.2):
-                    continue
-                proxy_busy[c].append((at, at + 1.2))
-            client_busy[c].append((at, at + d + 0.6))
-            actions.append(Action(at, kind, c, peer_of(c), duration=d, pick=rng.random()))
-            if rng.random() < 0.5:
-                # Right after the restart: the outbox was reloaded, maybe expired to failed.
-                user_action(at + d + rng.uniform(0.3, 0.8), c, False)
-    for _ in range(rng.randint(0, 3)):
-        user_action(rng.uniform(0.2, duration), rng.randrange(clients), False)
+    draw = _Draw(rng, clients, duration)
+    draw.sends(messages)
+    draw.faults(_FAULT_WEIGHTS)
+    actions = draw.actions
     # Half the schedules give one user a second device. Its own random source, so that the
     # rest of a schedule is the same with or without it.
     dev = random.Random(f"tui-chat-chaos-device:{seed}:{index}")
@@ -376,14 +433,97 @@ def make_schedule(
     if epoch_change if epoch_change is not None else ep.random() < 0.3:
         for _ in range(20):
             at, d = round(ep.uniform(0.3, duration * 0.7), 3), round(ep.uniform(0.1, 0.5), 3)
-            if free(server_busy, at, at + d + 1.0):
-                server_busy.append((at, at + d + 1.0))
+            if draw.free(draw.server_busy, at, at + d + 1.0):
+                draw.server_busy.append((at, at + d + 1.0))
                 actions.append(Action(at, "epoch_change", duration=d))
                 break
-    # User actions may land after the last fault, but not after the schedule ends.
-    actions = [a for a in actions if a.at <= duration]
-    actions.sort(key=lambda a: a.at)
-    return Schedule(seed, index, clients, freshness, on_failure, tuple(actions), duration, second)
+    return Schedule(seed, index, clients, freshness, on_failure, draw.finish(), duration, second)
+
+
+def make_group_schedule(
+    seed: int,
+    index: int,
+    *,
+    users: int | None = None,
+    messages: int = 36,
+    duration: float = 3.0,
+    groups: int | None = None,
+) -> Schedule:
+    """A group schedule: 3 to 5 users, one or two groups of 3 to 5 members, and membership
+    changes (add, remove, leave, rename) at random times among the same faults as
+    :func:`make_schedule` plus ``server_stop``. Reproducible from ``seed`` and ``index``.
+
+    The plan of who is a member is the generator's intent; what the server makes of it
+    (a command queued offline may land after a later one, a removed member's send is
+    refused) is what the run checks.
+    """
+    rng = random.Random(f"tui-chat-chaos-group:{seed}:{index}")
+    n = users if users is not None else rng.choice((3, 4, 4, 5, 5))
+    if n < 3:
+        raise ValueError("a group schedule needs at least 3 users")
+    freshness = tuple(
+        60.0 if rng.random() < 0.5 else round(rng.uniform(0.6, 2.0), 3) for _ in range(n)
+    )
+    on_failure = tuple(rng.choice(("hold", "continue")) for _ in range(n))
+    draw = _Draw(rng, n, duration)
+    count = groups if groups is not None else (1 if rng.random() < 0.6 else 2)
+    texts = messages - messages // 5
+    for g in range(count):
+        creator = rng.randrange(n)
+        others = rng.sample([u for u in range(n) if u != creator], rng.randint(2, n - 1))
+        t0 = 0.0 if g == 0 else round(rng.uniform(0.1, duration * 0.3), 3)
+        draw.actions.append(Action(t0, "create", creator, group=g, members=tuple(others)))
+        # The intended membership over time: (from, members) steps.
+        members = {creator, *others}
+        creator_in = True
+        plan: list[tuple[float, frozenset[int]]] = [(t0, frozenset(members))]
+        times = sorted(
+            round(rng.uniform(t0 + 0.3, duration * 0.9), 3) for _ in range(rng.randint(3, 6))
+        )
+        for at in times:
+            options: list[tuple[str, int, int]] = []  # (kind, actor, user)
+            outside = [u for u in range(n) if u not in members]
+            if creator_in and outside and len(members) < 5:
+                options += [("add", creator, rng.choice(outside))] * 3
+            removable = sorted(members - {creator})
+            if creator_in and len(removable) >= 2:
+                options += [("remove", creator, rng.choice(removable))] * 3
+            if len(removable) >= 2:
+                leaver = rng.choice(removable)
+                options += [("leave", leaver, leaver)] * 2
+            if members:
+                actor = rng.choice(sorted(members))
+                options += [("rename", actor, actor)] * 2
+            if creator_in and at > duration * 0.75 and rng.random() < 0.1:
+                options = [("leave", creator, creator)]  # rarely: nobody can add any more
+            if not options:
+                continue
+            kind, actor, user = rng.choice(options)
+            draw.actions.append(Action(at, kind, actor, user, group=g))
+            if kind == "add":
+                members.add(user)
+            elif kind in ("remove", "leave"):
+                members.discard(user)
+                creator_in = creator_in and user != creator
+            plan.append((at, frozenset(members)))
+        # Texts to the group, mostly from who the plan says is a member then; now and then
+        # from someone who is not (a send the server or the engine must refuse).
+        share = texts // count if g else texts - texts // count * (count - 1)
+        left = share
+        while left > 0:
+            at = round(rng.uniform(t0 + 0.2, duration), 3)
+            now = next(m for t, m in reversed(plan) if t <= at)
+            burst = min(left, rng.randint(2, 4)) if rng.random() < 0.1 else 1
+            sender = rng.choice(sorted(now)) if now and rng.random() < 0.9 else rng.randrange(n)
+            for _ in range(burst):
+                extra = rng.randint(200, 3900) if rng.random() < 0.05 else 0
+                draw.actions.append(Action(at, "gsend", sender, group=g, nbytes=extra))
+            left -= burst
+    draw.sends(messages // 5)  # some direct messages beside the groups
+    draw.faults(_GROUP_FAULT_WEIGHTS)
+    return Schedule(
+        seed, index, n, freshness, on_failure, draw.finish(), duration, None, groups=count
+    )
 
 
 # ---------------------------------------------------------------- processes
@@ -438,6 +578,10 @@ class ClientProc:
         self.stderr: list[str] = []
         self.wired: set[str] = set()
         self.acked: set[str] = set()
+        # Own commands the server confirmed: client_id -> conv (a create names its group).
+        self.confirmed: dict[str, str] = {}
+        # Groups this device's view has shown (only those can be written to).
+        self.known_groups: set[str] = set()
         self.online = False
         self._proc: asyncio.subprocess.Process | None = None
         self._readers: list[asyncio.Task[None]] = []
@@ -483,6 +627,15 @@ class ClientProc:
                 line = {"event": "<not json>", "text": repr(line)}
             lines.append(line)
             ev = line.get("event")
+            conv = line.get("conv")
+            if isinstance(conv, str) and str(line.get("peer", "")).startswith("#"):
+                self.known_groups.add(conv)
+            if ev in ("message", "state") and line.get("own") and isinstance(conv, str):
+                self.confirmed[str(line.get("client_id"))] = conv
+            elif ev == "conversation_replaced" and isinstance(line.get("new"), str):
+                old, new = str(line.get("old")), str(line["new"])
+                self.confirmed[old[1:]] = new[1:]
+                self.known_groups.add(new[1:])
             if ev == "wire":
                 self.wired.add(str(line.get("client_id")))
             elif ev == "state" and line.get("state") == "sent":
@@ -621,6 +774,9 @@ class _Run:
         self.server_log: list[str] = []
         # The databases of earlier epochs, oldest first (see ``epoch_change``).
         self.previous_dbs: list[Path] = []
+        # Group index -> (the creating client, its create's client_id), and -> conv id.
+        self._creates: dict[int, tuple[ClientProc, str]] = {}
+        self._group_conv: dict[int, str] = {}
 
     # -- setup and teardown
 
@@ -711,8 +867,63 @@ class _Run:
                 self._server_task = asyncio.create_task(self._server_fault(a))
         elif a.kind in CLIENT_FAULTS:
             await self._client_fault(a)
+        elif a.kind in GROUP_ACTIONS:
+            await self._group_action(a)
         else:
             await self._user_action(a)
+
+    def group_conv(self, group: int) -> str | None:
+        """The conv id of a schedule's group, once the server confirmed its create."""
+        if group not in self._group_conv and group in self._creates:
+            c, cid = self._creates[group]
+            if cid in c.confirmed:
+                self._group_conv[group] = c.confirmed[cid]
+        return self._group_conv.get(group)
+
+    async def _group_action(self, a: Action) -> None:
+        c = self.clients[a.client]
+        if not c.up:
+            self.user_actions[f"{a.kind}:client_down"] += 1
+            return
+        cmd: dict[str, Any]
+        if a.kind == "create":
+            cmd = {
+                "cmd": "create",
+                "title": f"group {a.group} of {c.name}",
+                "members": [self.users[m] for m in a.members],
+            }
+        else:
+            conv = self.group_conv(a.group)
+            if conv is None:
+                self.user_actions[f"{a.kind}:not_created_yet"] += 1
+                return
+            if conv not in c.known_groups:
+                # Nobody writes to a group their screen has never shown.
+                self.user_actions[f"{a.kind}:unknown_to_client"] += 1
+                return
+            if a.kind == "gsend":
+                self.sent_n += 1
+                body = f"m{self.s.seed}.{self.s.index}.{c.name}.g{a.group}.{self.sent_n}"
+                if a.nbytes:
+                    body = (body + " " + _FILLER * (a.nbytes // len(_FILLER) + 1))[
+                        : len(body) + a.nbytes
+                    ]
+                cmd = {"cmd": "send", "conv": conv, "body": body}
+            elif a.kind in ("add", "remove"):
+                cmd = {"cmd": a.kind, "conv": conv, "user": self.users[a.peer]}
+            elif a.kind == "leave":
+                cmd = {"cmd": "leave", "conv": conv}
+            else:
+                self.sent_n += 1
+                cmd = {"cmd": "rename", "conv": conv, "title": f"title {self.sent_n}"}
+        reply = await c.command(cmd)
+        ok = reply.get("event") == "ok"
+        self.user_actions[f"{a.kind}:" + ("ok" if ok else "refused")] += 1
+        if not ok:
+            return
+        self.messages += 1
+        if a.kind == "create":
+            self._creates[a.group] = (c, str(reply["client_id"]))
 
     async def _send(self, client: int, peer: int, extra: int = 0) -> str | None:
         c = self.clients[client]
@@ -777,6 +988,18 @@ class _Run:
     async def _server_fault(self, a: Action) -> None:
         server = self.server
         assert server is not None
+        if a.kind == "server_stop":
+            # Frozen: connections stay open and silent, nothing is stored or acked.
+            pid = server.pid
+            if not server.running or pid is None:
+                return
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(a.duration)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            return
         if server.running:
             if a.kind in ("server_kill", "epoch_change"):
                 await server.akill()
@@ -843,12 +1066,19 @@ class _Run:
         await asyncio.sleep(after)
         await c.start()
 
-    def _open_rows(self, c: ClientProc, states: tuple[str, ...]) -> list[str]:
+    def _open_rows(
+        self, c: ClientProc, states: tuple[str, ...], *, text_only: bool = False
+    ) -> list[str]:
         try:
             view = read_store(c.store)
         except sqlite3.Error:
             return []
-        return [o.client_id for o in view.outbox if o.state in states]
+        # Only a text can be edited (a group command is retried or given up).
+        return [
+            o.client_id
+            for o in view.outbox
+            if o.state in states and not (text_only and o.kind not in (None, "text"))
+        ]
 
     async def _user_action(self, a: Action) -> None:
         c = self.clients[a.client]
@@ -861,7 +1091,7 @@ class _Run:
             "give_up_pending": ("pending",),
             "edit": ("failed", "pending"),
         }[a.kind]
-        rows = self._open_rows(c, states)
+        rows = self._open_rows(c, states, text_only=a.kind == "edit")
         if not rows:
             self.user_actions[a.kind + ":nothing_to_do"] += 1
             return
@@ -953,13 +1183,23 @@ def _converged(
     server of an earlier epoch (their senders rightly show them sent).
     """
     keys = {m.key for m in server.messages}
+    groups = [
+        GroupStream(conv, [m for m in server.messages if m.conv == conv], last)
+        for conv, last in server.groups.items()
+    ]
     for user, st in stores.values():
         mine = {conv: last for conv, (a, b, last) in server.conversations.items() if user in (a, b)}
+        # In a group: the user's visible seqs (up to the last one) and nothing else.
+        expected = dict(mine)
+        for g in groups:
+            if visible := g.visible(user):
+                mine[g.conv] = max(visible)
+                expected[g.conv] = len(visible)
         if any(st.watermarks.get(conv, 0) != last for conv, last in mine.items()):
             return False
         if any(w and conv not in mine for conv, w in st.watermarks.items()):
             return False
-        if sum(1 for m in st.messages if m.conv in mine) != sum(mine.values()):
+        if sum(1 for m in st.messages if m.conv in mine) != sum(expected.values()):
             return False
         for o in st.outbox:
             key = (user, o.client_id)
@@ -1166,7 +1406,12 @@ async def run_schedules(
     server_variant: str | None = None,
     client_variant: str | None = None,
     progress: Any = None,
+    groups: bool = False,
 ) -> tuple[RunSummary, list[ScheduleResult]]:
+    """Play ``count`` schedules of ``seed`` from index ``first``, ``jobs`` at a time.
+
+    ``groups``: the group schedules (:func:`make_group_schedule`; ``clients`` is then
+    ignored, each schedule draws 3 to 5 users) instead of the direct ones."""
     summary = RunSummary(seed, first)
     results: list[ScheduleResult] = []
     started = time.monotonic()
@@ -1174,8 +1419,12 @@ async def run_schedules(
 
     async def worker() -> None:
         for index in indexes:
-            schedule = make_schedule(
-                seed, index, clients=clients, messages=messages, duration=duration
+            schedule = (
+                make_group_schedule(seed, index, messages=messages, duration=duration)
+                if groups
+                else make_schedule(
+                    seed, index, clients=clients, messages=messages, duration=duration
+                )
             )
             r = await run_schedule(
                 schedule,
@@ -1222,18 +1471,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--server-variant", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--client-variant", default=None, help=argparse.SUPPRESS)
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-schedule lines")
+    parser.add_argument(
+        "--groups",
+        action="store_true",
+        help="group schedules: 3-5 users, groups of 3-5 members, membership changes",
+    )
     args = parser.parse_args(argv)
     if args.clients < 3:
         parser.error("--clients must be at least 3")
     if args.print_schedule:
         for index in range(args.first, args.first + args.schedules):
-            schedule = make_schedule(
-                args.seed,
-                index,
-                clients=args.clients,
-                messages=args.messages_per_schedule,
-                duration=args.duration,
-            )
+            if args.groups:
+                schedule = make_group_schedule(
+                    args.seed, index, messages=args.messages_per_schedule, duration=args.duration
+                )
+            else:
+                schedule = make_schedule(
+                    args.seed,
+                    index,
+                    clients=args.clients,
+                    messages=args.messages_per_schedule,
+                    duration=args.duration,
+                )
             print(schedule.describe())
         return 0
     if args.workdir is not None:
@@ -1252,6 +1511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server_variant=args.server_variant,
             client_variant=args.client_variant,
             progress=None if args.quiet else sys.stderr,
+            groups=args.groups,
         )
     )
     if args.json:

@@ -66,17 +66,37 @@ The rules (the ``kind`` of each violation in brackets)
     pending or cancelling after the clients converged never ended [``wrong_state``]; one
     shown ``cancelling``, or shown or stored ``given_up``, without a ``give_up`` (or
     ``edit``) command for it was given up by nobody [``given_up``].
+11. Groups (the visibility rule). The server's stream of a group follows the group rules:
+    ``created`` once at seq 1 with the creator first; every event's sender a member just
+    before it; ``added`` and ``removed`` only by the creator, of a non-member / a member;
+    ``left`` names its sender [``membership``]. From that stream each user's visible seqs
+    follow: from the event that made them a member (``created``, their ``added``) to the
+    one that ended it (their ``removed`` or ``left``), each interval again if re-added
+    (:mod:`harness.visibility`). Each device's store holds exactly its user's visible seqs
+    up to its watermark, which is a visible seq: nothing outside them [``leaked``], no hole
+    inside an interval [``gap``], and, as for direct conversations, every visible server
+    event is in the final store [``lost``]. No event shows a seq its user does not see
+    [``leaked``]. The member list a client derives equals the one the server's events
+    imply at the same seq: the store's members at its watermark, a member list carried by
+    a shown event at that event's seq, and a ``conversation`` summary at some seq between
+    the events shown before and after it [``members``]. A group command (create, add,
+    remove, leave, rename) is a composed message like a send: rules 1-10 hold for it, and
+    it must become the event it asked for, of the user and with the title it named
+    [``altered``].
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+from harness.visibility import GroupStream
 
 __all__ = [
     "KINDS",
@@ -101,6 +121,9 @@ KINDS: Final = (
     "not_converged",
     "altered",
     "dropped",
+    "leaked",
+    "membership",
+    "members",
 )
 
 Key = tuple[str, str]  # (sender, client_id): names one message everywhere
@@ -165,12 +188,19 @@ class Report:
 
 @dataclass(frozen=True)
 class Row:
+    """One event of a conversation's stream, shaped like the protocol's ``message``."""
+
     conv: str
     seq: int
     sender: str
-    recipient: str
+    recipient: str  # "" in a group
     client_id: str
     body: str
+    kind: str = "text"
+    user: str | None = None
+    title: str | None = None
+    # On ``created`` (and on the ``added`` copy its new member gets): the list after it.
+    members: tuple[str, ...] | None = None
 
     @property
     def key(self) -> Key:
@@ -180,18 +210,26 @@ class Row:
 @dataclass(frozen=True)
 class OutRow:
     client_id: str
-    peer: str
+    peer: str  # the conversation key: a peer, "#" + conv, or "+" + a pending create's id
     body: str
     state: str
     ord: int
     retryable: bool
+    kind: str | None = None  # None: a store without group columns (never compared)
+    user: str | None = None
+    title: str | None = None
 
 
 @dataclass
 class ServerView:
     messages: list[Row]
-    # conv -> (user_a, user_b, last_seq)
+    # conv -> (user_a, user_b, last_seq): the direct conversations
     conversations: dict[str, tuple[str, str, int]]
+    # conv -> last_seq: the groups
+    groups: dict[str, int] = field(default_factory=dict)
+    # conv -> user -> [(joined_seq, left_seq or None)]: the server's own membership record
+    # (the ``members`` table, what its checks read), when the schema has one
+    intervals: dict[str, dict[str, list[tuple[int, int | None]]]] | None = None
 
 
 @dataclass
@@ -200,6 +238,8 @@ class StoreView:
     outbox: list[OutRow]
     # conv -> watermark (conversations that have a conv id)
     watermarks: dict[str, int]
+    # conv -> the member list the client derived (groups only)
+    members: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -214,32 +254,148 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [str(r[1]) for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def _members(value: object) -> tuple[str, ...] | None:
+    """A member list as stored: a JSON array (or None)."""
+    if value is None or value == "":
+        return None
+    decoded = json.loads(str(value)) if isinstance(value, str) else value
+    return tuple(str(u) for u in decoded) if isinstance(decoded, list) else None
+
+
+def _rows(conn: sqlite3.Connection) -> list[Row]:
+    # The group columns (kind, user, title, members) are read when the schema has them,
+    # so that a database without groups reads as before.
+    have = set(_columns(conn, "messages"))
+    extra = [c for c in ("kind", "user", "title", "members") if c in have]
+    cols = ", ".join(["conv", "seq", "sender", "recipient", "client_id", "body", *extra])
+    out: list[Row] = []
+    for r in conn.execute(f"SELECT {cols} FROM messages ORDER BY conv, seq"):
+        fields = dict(zip(extra, r[6:], strict=True))
+        out.append(
+            Row(
+                str(r[0]),
+                int(r[1]),
+                str(r[2]),
+                str(r[3] or ""),
+                str(r[4]),
+                str(r[5]),
+                kind=str(fields.get("kind") or "text"),
+                user=None if fields.get("user") is None else str(fields["user"]),
+                title=None if fields.get("title") is None else str(fields["title"]),
+                members=_members(fields.get("members")),
+            )
+        )
+    return out
+
+
 def read_server(path: Path) -> ServerView:
     with _read_only(path) as conn:
-        rows = conn.execute(
-            "SELECT conv, seq, sender, recipient, client_id, body FROM messages ORDER BY conv, seq"
+        rows = _rows(conn)
+        have = set(_columns(conn, "conversations"))
+        kind = "kind" if "kind" in have else "'direct'"
+        convs = conn.execute(
+            f"SELECT id, user_a, user_b, last_seq, {kind} FROM conversations"
         ).fetchall()
-        convs = conn.execute("SELECT id, user_a, user_b, last_seq FROM conversations").fetchall()
-    return ServerView(
-        [Row(*r) for r in rows], {str(c[0]): (str(c[1]), str(c[2]), int(c[3])) for c in convs}
-    )
+        groups_table = "groups" in {
+            str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        extra_groups = (
+            conn.execute("SELECT id, last_seq FROM groups").fetchall() if groups_table else []
+        )
+        intervals: dict[str, dict[str, list[tuple[int, int | None]]]] | None = None
+        if groups_table and {"conv", "user", "joined_seq", "left_seq"} <= set(
+            _columns(conn, "members")
+        ):
+            intervals = defaultdict(lambda: defaultdict(list))
+            for conv, user, joined, left in conn.execute(
+                "SELECT conv, user, joined_seq, left_seq FROM members ORDER BY conv, joined_seq"
+            ):
+                intervals[str(conv)][str(user)].append(
+                    (int(joined), None if left is None else int(left))
+                )
+    direct = {
+        str(c[0]): (str(c[1] or ""), str(c[2] or ""), int(c[3]))
+        for c in convs
+        if str(c[4]) != "group"
+    }
+    groups = {str(c[0]): int(c[3]) for c in convs if str(c[4]) == "group"}
+    groups.update({str(g[0]): int(g[1]) for g in extra_groups})
+    # A group is also known by its first event, whatever the schema calls it.
+    for r in rows:
+        if r.seq == 1 and r.kind == "created" and r.conv not in groups:
+            groups[r.conv] = int(direct.pop(r.conv, ("", "", 0))[2])
+    return ServerView(rows, direct, groups, intervals)
+
+
+_OP_KINDS: Final = {
+    "send": "text",
+    "create": "created",
+    "add": "added",
+    "remove": "removed",
+    "leave": "left",
+    "rename": "renamed",
+}
 
 
 def read_store(path: Path) -> StoreView:
     if not path.exists():
         return StoreView([], [], {})
     with _read_only(path) as conn:
-        rows = conn.execute(
-            "SELECT conv, seq, sender, recipient, client_id, body FROM messages ORDER BY conv, seq"
-        ).fetchall()
-        out = conn.execute(
-            "SELECT client_id, peer, body, state, ord, retryable FROM outbox ORDER BY ord, rowid"
-        ).fetchall()
+        rows = _rows(conn)
+        have = set(_columns(conn, "outbox"))
+        # The engine's outbox names a group command by op and arg (the user, the title,
+        # or a create's JSON); older stores have neither.
+        extra = [c for c in ("op", "arg") if c in have]
+        cols = ", ".join(["client_id", "peer", "body", "state", "ord", "retryable", *extra])
+        out = conn.execute(f"SELECT {cols} FROM outbox ORDER BY ord, rowid").fetchall()
         wms = conn.execute("SELECT conv, wm FROM conversations WHERE conv IS NOT NULL").fetchall()
+        tables = {
+            str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        member_rows: list[tuple[object, ...]] = []
+        if "members" in tables:
+            mcols = _columns(conn, "members")
+            key_col = next((c for c in ("key", "peer", "conv") if c in mcols), mcols[0])
+            order = next((c for c in ("ord", "joined", "position") if c in mcols), "rowid")
+            member_rows = conn.execute(
+                f"SELECT c.conv, m.user FROM members m JOIN conversations c "
+                f"ON c.{'peer' if key_col != 'conv' else 'conv'} = m.{key_col} "
+                f"WHERE c.conv IS NOT NULL ORDER BY m.{order}"
+            ).fetchall()
+    members: dict[str, list[str]] = defaultdict(list)
+    for conv, user in member_rows:
+        members[str(conv)].append(str(user))
+    outrows = []
+    for o in out:
+        fields = dict(zip(extra, o[6:], strict=True))
+        op = None if "op" not in fields else str(fields["op"] or "send")
+        arg = None if fields.get("arg") is None else str(fields["arg"])
+        title = arg if op == "rename" else None
+        if op == "create" and arg:
+            with contextlib.suppress(ValueError, AttributeError):
+                title = str(json.loads(arg).get("title"))
+        outrows.append(
+            OutRow(
+                str(o[0]),
+                str(o[1]),
+                str(o[2]),
+                str(o[3]),
+                int(o[4]),
+                bool(o[5]),
+                kind=None if op is None else _OP_KINDS.get(op, op),
+                user=arg if op in ("add", "remove") else None,
+                title=title,
+            )
+        )
     return StoreView(
-        [Row(*r) for r in rows],
-        [OutRow(str(o[0]), str(o[1]), str(o[2]), str(o[3]), int(o[4]), bool(o[5])) for o in out],
+        rows,
+        outrows,
         {str(w[0]): int(w[1]) for w in wms},
+        {conv: tuple(users) for conv, users in members.items()},
     )
 
 
@@ -249,10 +405,34 @@ def read_store(path: Path) -> StoreView:
 @dataclass
 class _Composed:
     client_id: str
-    peer: str | None
+    peer: str | None  # the conversation key asked for: a peer, "#" + conv (a group)
     body: str | None
     position: int  # compose order among this sender's messages
     at: int  # index of the ok line in the sender's whole log
+    # What a group command asked for: the kind of event it must become, and its fields.
+    kind: str = "text"
+    user: str | None = None
+    title: str | None = None
+    members: tuple[str, ...] | None = None
+
+
+# headless command -> the kind of event it becomes on the server
+_COMMAND_KINDS: Final = {
+    "send": "text",
+    "create": "created",
+    "add": "added",
+    "remove": "removed",
+    "leave": "left",
+    "rename": "renamed",
+}
+
+
+def _asked_peer(line: dict[str, Any], shown: dict[str, Any]) -> str | None:
+    """The conversation key a command was for, as asked (a group by its conv id)."""
+    if isinstance(line.get("conv"), str) and line["conv"]:
+        return "#" + str(line["conv"])
+    to = line.get("to", line.get("peer", shown.get("peer")))
+    return None if to is None or to == "" else str(to)
 
 
 @dataclass
@@ -305,10 +485,22 @@ def _facts(rec: ClientRecord) -> _ClientFacts:
             cid = str(line.get("client_id"))
             shown = own_added.get(cid, {})
             # What was asked (the reply repeats it); older logs only have what was shown.
-            peer, body = line.get("to", shown.get("peer")), line.get("body", shown.get("body"))
-            if cmd == "send":
+            peer, body = _asked_peer(line, shown), line.get("body", shown.get("body"))
+            if cmd in _COMMAND_KINDS:
                 position += 1
-                f.composed[cid] = _Composed(cid, peer, body, position, index)
+                kind = _COMMAND_KINDS[str(cmd)]
+                listed = line.get("members")
+                f.composed[cid] = _Composed(
+                    cid,
+                    None if kind == "created" else peer,
+                    body if kind == "text" else "",
+                    position,
+                    index,
+                    kind=kind,
+                    user=line.get("user", shown.get("user")),
+                    title=line.get("title", shown.get("title")),
+                    members=tuple(listed) if isinstance(listed, list) else None,
+                )
             elif cmd == "edit":
                 old = str(line.get("replaces"))
                 # The edit takes the place of the message it replaced.
@@ -346,10 +538,30 @@ def check(
     (duplicates, gaps, phantoms, altered copies); a message acked, shown sent or present in
     one of them counts as stored; only the last server must match the final stores.
     """
-    server = read_server(server_db)
-    earlier = [read_server(path) for path in earlier_servers]
-    # Keyed by device (the user's name, or ``device`` for a second one): one store each.
-    stores = {c.name: read_store(c.store_path) for c in clients}
+    return judge(
+        read_server(server_db),
+        # Keyed by device (the user's name, or ``device`` for a second one): one store each.
+        {c.name: read_store(c.store_path) for c in clients},
+        clients,
+        converged_in=converged_in,
+        convergence_limit=convergence_limit,
+        unique_bodies=unique_bodies,
+        earlier=[read_server(path) for path in earlier_servers],
+    )
+
+
+def judge(
+    server: ServerView,
+    stores: dict[str, StoreView],
+    clients: Sequence[ClientRecord],
+    *,
+    converged_in: float | None = 0.0,
+    convergence_limit: float = 5.0,
+    unique_bodies: bool = True,
+    earlier: Sequence[ServerView] = (),
+) -> Report:
+    """:func:`check` on views already read: the server's, and each device's store
+    (keyed by :attr:`ClientRecord.name`). Tests build these by hand."""
     owner = {c.name: c.user for c in clients}
     facts = {c.name: _facts(c) for c in clients}
 
@@ -369,7 +581,7 @@ def check(
     # -- the server itself (rules 3 and 4), and each server of an earlier epoch
     def judge_server(
         view: ServerView, label: str
-    ) -> tuple[dict[Key, list[Row]], dict[tuple[str, int], Row]]:
+    ) -> tuple[dict[Key, list[Row]], dict[tuple[str, int], Row], dict[str, GroupStream]]:
         keyed: dict[Key, list[Row]] = defaultdict(list)
         seats: dict[tuple[str, int], Row] = {}
         by_conv: dict[str, list[int]] = defaultdict(list)
@@ -381,29 +593,62 @@ def check(
             if len(rows) > 1:
                 add("duplicated", f"{label} stores {key} {len(rows)} times", key)
         if unique_bodies:
-            bodies = Counter((r.sender, r.body) for r in view.messages)
-            for r in view.messages:
+            # Texts only: a group command's event has an empty body.
+            texts = [r for r in view.messages if r.kind == "text"]
+            bodies = Counter((r.sender, r.body) for r in texts)
+            for r in texts:
                 if bodies[(r.sender, r.body)] > 1:
                     add("duplicated", f"{label} stores body {r.body!r} of {r.sender} twice", r.key)
-        for conv, (_a, _b, last) in view.conversations.items():
+        lasts = {conv: last for conv, (_a, _b, last) in view.conversations.items()}
+        lasts.update(view.groups)
+        for conv, last in lasts.items():
             seqs = sorted(by_conv.get(conv, []))
             if seqs != list(range(1, len(seqs) + 1)) or last != len(seqs):
                 add("gap", f"{label} conversation {conv}: seqs {_ranges(seqs)}, last_seq {last}")
-        for conv in by_conv.keys() - view.conversations.keys():
+        for conv in by_conv.keys() - lasts.keys():
             add("gap", f"{label} messages in unknown conversation {conv}")
-        return keyed, seats
+        # Groups: the server's own events must follow the group rules (rule 11).
+        groups: dict[str, GroupStream] = {}
+        for conv, last in view.groups.items():
+            g = groups[conv] = GroupStream(conv, [r for r in view.messages if r.conv == conv], last)
+            for problem in g.problems:
+                add("membership", f"{label}: {problem}")
+            if view.intervals is not None:
+                # What the server's membership checks read must be what its events say.
+                recorded = {u: list(runs) for u, runs in view.intervals.get(conv, {}).items()}
+                users = {*recorded, *(u for s in range(1, last + 1) for u in g.members_at(s))}
+                derived = {u: g.terms(u) for u in users if g.terms(u)}
+                for u in sorted(recorded.keys() | derived.keys()):
+                    if recorded.get(u, []) != derived.get(u, []):
+                        add(
+                            "membership",
+                            f"{label}: group {conv} records {u}'s membership as "
+                            f"{recorded.get(u, [])}; its events make it {derived.get(u, [])}",
+                        )
+        for r in view.messages:
+            if r.conv not in view.groups and r.kind != "text":
+                add("membership", f"{label}: a {r.kind!r} event in direct conversation {r.conv}")
+        return keyed, seats, groups
 
-    on_server, at_seq = judge_server(server, "server")
+    on_server, at_seq, groups = judge_server(server, "server")
     earlier_seats: list[dict[tuple[str, int], Row]] = []
     stored_earlier: set[Key] = set()
+    # Every group any server had (group ids are not reused): to judge what logs showed.
+    any_group: dict[str, GroupStream] = {}
     for n, old in enumerate(earlier, start=1):
-        keyed, seats = judge_server(old, f"server of epoch {n}")
+        keyed, seats, old_groups = judge_server(old, f"server of epoch {n}")
         earlier_seats.append(seats)
         stored_earlier |= keyed.keys()
+        any_group.update(old_groups)
+    any_group.update(groups)
     every_server_row = [r for view in (*earlier, server) for r in view.messages]
 
     def members(r: Row) -> list[str]:
-        """The devices whose stores must hold ``r``: every device of both members."""
+        """The devices whose stores must hold ``r``: every device of both members of a
+        direct conversation; in a group, of every user whose visible seqs include it."""
+        g = groups.get(r.conv)
+        if g is not None:
+            return [d for d, u in owner.items() if g.sees(u, r.seq)]
         return [d for d, u in owner.items() if u in (r.sender, r.recipient)]
 
     # -- rule 2: everything was composed by its sender
@@ -415,7 +660,39 @@ def check(
         if not composed(r.sender, r.client_id):
             add("phantom", f"server has {r.key} (body {r.body!r}) that nobody sent", r.key)
 
-    # -- the stores (rules 1, 2, 3, 4, 7)
+    def judge_group_store(device: str, st: StoreView, g: GroupStream, seqs: list[int]) -> None:
+        """Rule 11 on one store: exactly the user's visible seqs up to its watermark."""
+        user = owner[device]
+        visible = g.visible(user)
+        wm = st.watermarks.get(g.conv, 0)
+        rows = {r.seq: r for r in st.messages if r.conv == g.conv}
+        for seq in seqs:
+            if seq not in visible:
+                r = rows[seq]
+                add(
+                    "leaked",
+                    f"{device}'s store holds {g.conv}/{seq} ({r.kind} by {r.sender}); {user} "
+                    f"sees only {_ranges(sorted(visible))}",
+                    r.key,
+                )
+        held = set(seqs)
+        holes = sorted(s for s in visible if s <= wm and s not in held)
+        above = sorted(s for s in held if s > wm)
+        if holes or above or (wm and wm not in visible):
+            add(
+                "gap",
+                f"{device}'s store, group {g.conv}: seqs {_ranges(seqs)}, watermark {wm}; "
+                f"{user} sees {_ranges(sorted(visible))}",
+            )
+        listed = st.members.get(g.conv)
+        if wm and listed is not None and set(listed) != g.members_at(wm):
+            add(
+                "members",
+                f"{device}'s store lists members {sorted(listed)} of {g.conv} at seq {wm}; the "
+                f"server's events make them {sorted(g.members_at(wm))}",
+            )
+
+    # -- the stores (rules 1, 2, 3, 4, 7, 11)
     store_keys: dict[str, dict[Key, Row]] = {}
     for user, st in stores.items():
         keys: dict[Key, Row] = {}
@@ -438,6 +715,9 @@ def check(
                 add("phantom", f"{user}'s store has {r.key} that nobody sent", r.key)
         for conv, seqs in per_conv.items():
             seqs.sort()
+            if conv in groups:
+                judge_group_store(user, st, groups[conv], seqs)
+                continue
             contiguous = 0
             while contiguous < len(seqs) and seqs[contiguous] == contiguous + 1:
                 contiguous += 1
@@ -478,6 +758,54 @@ def check(
         device: {(owner[device], o.client_id): o.state for o in st.outbox}
         for device, st in stores.items()
     }
+
+    def judge_group_events(rec: ClientRecord, n: int, lines: list[dict[str, Any]]) -> None:
+        """Rule 11 on one incarnation's events: nothing outside the user's visible seqs,
+        and every member list shown is one the server's events imply."""
+        shown_seqs: dict[str, list[tuple[int, int]]] = defaultdict(list)  # conv -> (line, seq)
+        for i, line in enumerate(lines):
+            conv, seq = line.get("conv"), line.get("seq")
+            if line.get("event") == "message" and isinstance(seq, int) and conv in any_group:
+                shown_seqs[str(conv)].append((i, seq))
+        for i, line in enumerate(lines):
+            ev, conv, seq = line.get("event"), line.get("conv"), line.get("seq")
+            if not isinstance(conv, str) or conv not in any_group:
+                continue
+            g = any_group[conv]
+            if ev in ("message", "state") and isinstance(seq, int):
+                key = (str(line.get("sender")), str(line.get("client_id")))
+                if not g.sees(rec.user, seq):
+                    add(
+                        "leaked",
+                        f"{rec.name} was shown {conv}/{seq} ({line.get('kind', 'text')} by "
+                        f"{key[0]}, incarnation {n}); {rec.user} sees only "
+                        f"{_ranges(sorted(g.visible(rec.user)))}",
+                        key,
+                    )
+                listed = line.get("members")
+                if isinstance(listed, list) and set(listed) != g.members_at(seq):
+                    add(
+                        "members",
+                        f"{rec.name} was shown {conv}/{seq} with members {sorted(listed)}; the "
+                        f"server's events make them {sorted(g.members_at(seq))}",
+                        key,
+                    )
+            elif ev == "conversation" and isinstance(line.get("members"), list):
+                # The summary follows the events stored so far; which seq it was derived
+                # at is not in the line, so any seq between the messages shown before it
+                # and the next one shown after it is accepted.
+                seqs = shown_seqs.get(conv, [])
+                lo = max((s for at, s in seqs if at < i), default=1)
+                hi = min((s for at, s in seqs if at > i and s >= lo), default=g.last_seq)
+                listed = set(line["members"])
+                if not any(listed == g.members_at(s) for s in range(lo, max(lo, hi) + 1)):
+                    add(
+                        "members",
+                        f"{rec.name} was shown members {sorted(listed)} of {conv} (incarnation "
+                        f"{n}); the server's events never make them that between seqs {lo} "
+                        f"and {hi}",
+                    )
+
     acked_total = 0
     for rec in clients:
         f = facts[rec.name]
@@ -486,6 +814,7 @@ def check(
             last = n == len(rec.incarnations) - 1
             shown: set[Key] = set(inc.initial_view)
             states: dict[Key, str] = {}
+            judge_group_events(rec, n, inc.lines)
             for line in inc.lines:
                 ev = line.get("event")
                 if ev == "epoch":
@@ -609,7 +938,7 @@ def check(
     for r in server.messages:
         by = composer(r.sender, r.client_id)
         if by is not None:
-            streams[(by.name, r.recipient)].append(r)
+            streams[(by.name, "#" + r.conv if r.conv in groups else r.recipient)].append(r)
     for (sender, peer), rows in streams.items():
         f2 = facts[sender]
         rows.sort(key=lambda r: (r.conv, r.seq))
@@ -635,12 +964,15 @@ def check(
                 best, best_cid = c.position, r.client_id
 
     # -- rule 9: every copy holds what was composed
-    def compare(where: str, key: Key, recipient: str, body: str) -> None:
+    def compare(
+        where: str, key: Key, recipient: str, body: str, event: Row | OutRow | None = None
+    ) -> None:
         f = composer(*key)
         c = None if f is None else f.composed.get(key[1])
         if c is None:
             return
-        if c.peer is not None and recipient != c.peer:
+        pending_group = recipient.startswith("+")  # an outbox row of a create not yet acked
+        if c.peer is not None and recipient != c.peer and not pending_group:
             add("altered", f"{where} has {key[1]} to {recipient!r}; it was sent to {c.peer!r}", key)
         if c.body is not None and body != c.body:
             add(
@@ -649,14 +981,42 @@ def check(
                 f"{_short(c.body)}",
                 key,
             )
+        if event is None or event.kind is None:
+            return
+        # A group command must become the event it asked for, about whom it asked.
+        # (A leave's user is its sender; its outbox row does not repeat it.)
+        user = (event.user or key[0]) if c.kind == "left" else event.user
+        if event.kind != c.kind:
+            add("altered", f"{where} has {key[1]} as {event.kind!r}; it was a {c.kind!r}", key)
+        elif c.user is not None and user != c.user:
+            add("altered", f"{where} has {c.kind} {key[1]} of {user!r}, not {c.user!r}", key)
+        elif c.title is not None and event.title != c.title:
+            add(
+                "altered",
+                f"{where} has {c.kind} {key[1]} titled {event.title!r}, not {c.title!r}",
+                key,
+            )
+        elif c.kind == "created" and c.members is not None and isinstance(event, Row):
+            asked = {key[0], *c.members}
+            if event.members is not None and set(event.members) != asked:
+                add(
+                    "altered",
+                    f"{where} created {key[1]} with members {sorted(event.members)}; "
+                    f"asked for {sorted(asked)}",
+                    key,
+                )
+
+    def key_of(r: Row) -> str:
+        """The conversation key a composed message names: its peer, or "#" + a group."""
+        return "#" + r.conv if r.conv in any_group else r.recipient
 
     for r in every_server_row:
-        compare("the server", r.key, r.recipient, r.body)
+        compare("the server", r.key, key_of(r), r.body, r)
     for user, st in stores.items():
         for r in st.messages:
-            compare(f"{user}'s store", r.key, r.recipient, r.body)
+            compare(f"{user}'s store", r.key, key_of(r), r.body, r)
         for o in st.outbox:
-            compare(f"{user}'s outbox", (owner[user], o.client_id), o.peer, o.body)
+            compare(f"{user}'s outbox", (owner[user], o.client_id), o.peer, o.body, o)
 
     # -- rule 10: every composed message ends sent, failed in the outbox, or given up on request
     for f in facts.values():

@@ -6,6 +6,10 @@ fault proxies, every kind of fault, users retrying and giving up, then the check
 server database, every store and every event log. The long run (500+ schedules) and its
 figures are in docs/reliability.md. ``tests/test_checker.py`` shows that the checker catches
 broken variants, so a clean sweep means something.
+
+The group sweep plays 6 group schedules (3 to 5 users, groups of 3 to 5 members, adds,
+removals, leaves and renames among the faults, the server frozen by SIGSTOP too) and the
+checker's visibility rule; its long run is in docs/reliability.md too.
 """
 
 from __future__ import annotations
@@ -22,10 +26,14 @@ import pytest
 from harness.chaos import (
     CLIENT_FAULTS,
     FAULT_KINDS,
+    GROUP_ACTIONS,
+    GROUP_FAULT_KINDS,
     SERVER_FAULTS,
+    make_group_schedule,
     make_schedule,
     run_schedules,
 )
+from harness.checker import KINDS
 
 SWEEP_SEED = 20260501
 SWEEP_SCHEDULES = 20
@@ -67,7 +75,10 @@ def test_the_sweep_covers_every_fault_kind() -> None:
         for a in make_schedule(SWEEP_SEED, i).actions
         if a.kind != "send"
     )
-    assert set(FAULT_KINDS) <= set(kinds), set(FAULT_KINDS) - set(kinds)
+    # The server is frozen (SIGSTOP) only in the group schedules, so that these stay as
+    # they were.
+    direct = set(FAULT_KINDS) - {"server_stop"}
+    assert direct <= set(kinds), direct - set(kinds)
     assert {"retry", "give_up_failed", "give_up_pending", "edit"} <= set(kinds)
     # Faults of one kind never overlap on one target (a restore would cancel another fault).
     for i in range(SWEEP_SCHEDULES):
@@ -126,3 +137,77 @@ def test_cli_prints_a_summary_as_json(tmp_path: Path) -> None:
         assert summary[key] == 0
     assert set(summary["violations"]) >= {"lost", "phantom", "gap", "not_converged"}
     assert list(tmp_path.iterdir()) == []  # nothing kept when nothing failed
+
+
+# ---------------------------------------------------------------- groups
+
+GROUP_SWEEP_SEED = 20261223
+GROUP_SWEEP_SCHEDULES = 6
+
+
+def test_group_schedules_are_reproducible_and_sized_as_asked() -> None:
+    a = make_group_schedule(7, 3)
+    assert a == make_group_schedule(7, 3) and a != make_group_schedule(7, 4)
+    assert a.describe() == make_group_schedule(7, 3).describe()
+    assert [x.at for x in a.actions] == sorted(x.at for x in a.actions)
+    for i in range(40):
+        s = make_group_schedule(GROUP_SWEEP_SEED, i)
+        assert 3 <= s.clients <= 5 and s.groups in (1, 2) and s.second_device is None
+        assert all(0 <= x.at <= s.duration for x in s.actions)
+        assert not any(x.kind == "epoch_change" for x in s.actions)
+        for g in range(s.groups):
+            # Replay the plan: 3 to 5 members, changes only by the rules.
+            (create,) = [x for x in s.actions if x.kind == "create" and x.group == g]
+            members = {create.client, *create.members}
+            assert 3 <= len(members) <= 5
+            creator_in = True
+            for x in s.actions:
+                if x.group != g or x.kind in ("create", "gsend"):
+                    continue
+                assert x.at > create.at
+                if x.kind in ("add", "remove"):
+                    assert x.client == create.client and creator_in
+                if x.kind == "add":
+                    assert x.peer not in members
+                    members.add(x.peer)
+                elif x.kind == "remove":
+                    assert x.peer in members and x.peer != x.client
+                    members.discard(x.peer)
+                elif x.kind == "leave":
+                    assert x.client in members
+                    members.discard(x.client)
+                    creator_in = creator_in and x.client != create.client
+                assert len(members) <= 5
+
+
+def test_the_group_sweep_covers_every_fault_and_membership_change() -> None:
+    schedules = [make_group_schedule(GROUP_SWEEP_SEED, i) for i in range(GROUP_SWEEP_SCHEDULES)]
+    kinds = Counter(a.kind for s in schedules for a in s.actions)
+    wanted = {*GROUP_FAULT_KINDS, *GROUP_ACTIONS, "retry", "give_up_failed", "give_up_pending"}
+    assert wanted <= set(kinds), wanted - set(kinds)
+    assert {s.clients for s in schedules} == {3, 4, 5}
+    assert {s.groups for s in schedules} == {1, 2}
+
+
+@pytest.mark.timeout(300)
+async def test_short_group_chaos_sweep_finds_no_violation(tmp_path: Path) -> None:
+    summary, results = await run_schedules(
+        GROUP_SWEEP_SEED,
+        GROUP_SWEEP_SCHEDULES,
+        jobs=3,
+        root=tmp_path,
+        keep="failed",
+        progress=sys.stderr,
+        groups=True,
+    )
+    print(summary.text())
+    assert summary.schedules == GROUP_SWEEP_SCHEDULES
+    assert all(r.converged_in is not None for r in results)
+    problems = [f"seed {r.seed} #{r.index}: {v}" for r in results for v in r.report.violations]
+    assert summary.ok and not problems, "\n".join(problems[:40])
+    # The groups were really exercised: created, written to, changed under faults.
+    acts = summary.user_actions
+    for kind in ("create", "gsend", "add", "remove", "leave", "rename"):
+        assert acts[f"{kind}:ok"] >= 1, (kind, dict(acts))
+    assert acts["gsend:ok"] >= 10 * GROUP_SWEEP_SCHEDULES, dict(acts)
+    assert set(KINDS) >= {"leaked", "membership", "members"}

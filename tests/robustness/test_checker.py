@@ -19,7 +19,18 @@ import pytest
 
 from harness.broken import CRASH_STATUS
 from harness.chaos import Action, Schedule, ScheduleResult, run_schedule
-from harness.checker import ClientRecord, Incarnation, Report, check
+from harness.checker import (
+    ClientRecord,
+    Incarnation,
+    OutRow,
+    Report,
+    Row,
+    ServerView,
+    StoreView,
+    check,
+    judge,
+)
+from harness.visibility import GroupStream, intervals
 from tui_chat.core.store import LocalStore
 from tui_chat.server import db
 
@@ -756,3 +767,403 @@ async def test_a_second_device_of_one_user_passes_and_sees_everything(tmp_path: 
     report = result.report
     assert report.ok, report.violations
     assert report.counts["composed"] == 5 and report.counts["on_server"] == 5
+
+
+# ---------------------------------------------------------------- groups: the visibility rule
+
+GROUP = "g0123456789ab"
+GKEY = "#" + GROUP
+
+
+class GroupWorld:
+    """A hand-made group history, as views (no database): alice creates the group with bob
+    and carol, adds dave, removes carol, bob renames it and leaves, alice adds carol back.
+
+    seq  event                                   visible to
+    1    created by alice [alice, bob, carol]    alice bob carol
+    2    text alice                              alice bob carol
+    3    text bob                                alice bob carol
+    4    added dave (by alice)                   alice bob carol dave
+    5    text carol                              alice bob carol dave
+    6    removed carol (by alice)                alice bob carol dave
+    7    text dave                               alice bob dave
+    8    renamed "plans" (by bob)                alice bob dave
+    9    left bob                                alice bob dave
+    10   text alice                              alice dave
+    11   added carol (by alice)                  alice carol dave
+    12   text carol                              alice carol dave
+    """
+
+    USERS = ("alice", "bob", "carol", "dave")
+
+    def __init__(self) -> None:
+        plan: list[tuple[str, str, dict[str, Any]]] = [
+            ("created", "alice", {"title": "trip", "members": ("alice", "bob", "carol")}),
+            ("text", "alice", {}),
+            ("text", "bob", {}),
+            ("added", "alice", {"user": "dave"}),
+            ("text", "carol", {}),
+            ("removed", "alice", {"user": "carol"}),
+            ("text", "dave", {}),
+            ("renamed", "bob", {"title": "plans"}),
+            ("left", "bob", {"user": "bob"}),
+            ("text", "alice", {}),
+            ("added", "alice", {"user": "carol"}),
+            ("text", "carol", {}),
+        ]
+        self.server: list[Row] = []
+        for seq, (kind, sender, extra) in enumerate(plan, start=1):
+            body = f"text {seq} of {sender}" if kind == "text" else ""
+            cid = f"{sender[0]}{seq}"
+            self.server.append(Row(GROUP, seq, sender, "", cid, body, kind, **extra))
+        self.last_seq = len(plan)
+        # The server's members table, as its events make it.
+        self.intervals: dict[str, dict[str, list[tuple[int, int | None]]]] | None = {
+            GROUP: {
+                "alice": [(1, None)],
+                "bob": [(1, 9)],
+                "carol": [(1, 6), (11, None)],
+                "dave": [(4, None)],
+            }
+        }
+        self.logs: dict[str, list[dict[str, Any]]] = {u: [] for u in self.USERS}
+        self.outboxes: dict[str, list[OutRow]] = {u: [] for u in self.USERS}
+        self.stores: dict[str, list[Row]] = {u: [] for u in self.USERS}
+        self.wm: dict[str, int] = {}
+        self.members: dict[str, tuple[str, ...]] = {}
+        stream = GroupStream(GROUP, self.server)
+        assert not stream.problems, stream.problems
+        for r in self.server:
+            self.compose(r)
+            for u in self.USERS:
+                if stream.sees(u, r.seq):
+                    self.show(u, r)
+                    self.stores[u].append(r)
+                    self.wm[u] = r.seq
+                    if r.kind != "text":
+                        members = sorted(stream.members_at(r.seq))
+                        self.logs[u].append(self.summary(members))
+        for u in self.USERS:
+            self.members[u] = tuple(sorted(stream.members_at(self.wm[u])))
+
+    @staticmethod
+    def summary(members: list[str]) -> dict[str, Any]:
+        return {"event": "conversation", "peer": GKEY, "conv": GROUP, "kind": "group",
+                "members": members}  # fmt: skip
+
+    def compose(self, r: Row) -> None:
+        """The sender's side: the command, its ok line, the wire, the ack."""
+        log = self.logs[r.sender]
+        cmd = {"text": "send", "created": "create", "added": "add", "removed": "remove",
+               "left": "leave", "renamed": "rename"}[r.kind]  # fmt: skip
+        ok: dict[str, Any] = {"event": "ok", "cmd": cmd, "client_id": r.client_id}
+        peer = "+" + r.client_id if r.kind == "created" else GKEY
+        if r.kind == "created":
+            ok.update(title=r.title, members=[m for m in r.members or () if m != r.sender])
+        else:
+            ok["conv"] = GROUP
+        if r.kind == "text":
+            ok["body"] = r.body
+        if r.kind in ("added", "removed"):
+            ok["user"] = r.user
+        if r.kind == "renamed":
+            ok["title"] = r.title
+        log.append(self.event("message", r, peer=peer, seq=None, conv=None, state="pending"))
+        log.append(ok)
+        log.append({"event": "wire", "client_id": r.client_id})
+        log.append(self.event("state", r, state="sent"))
+        self.outboxes[r.sender].append(
+            OutRow(r.client_id, GKEY, r.body, "sent", len(self.outboxes[r.sender]) + 1, True,
+                   r.kind, r.user, r.title)
+        )  # fmt: skip
+
+    def show(self, user: str, r: Row) -> None:
+        if user != r.sender:
+            self.logs[user].append(self.event("message", r, own=False))
+
+    @staticmethod
+    def event(kind: str, r: Row, **changes: Any) -> dict[str, Any]:
+        line = {
+            "event": kind,
+            "peer": GKEY,
+            "sender": r.sender,
+            "client_id": r.client_id,
+            "body": r.body,
+            "own": True,
+            "conv": GROUP,
+            "seq": r.seq,
+            "state": None,
+            "kind": r.kind,
+            "user": r.user,
+            "title": r.title,
+        }
+        line.update(changes)
+        if not line["own"]:
+            line["state"] = None
+        return line
+
+    def row(self, seq: int) -> Row:
+        return next(r for r in self.server if r.seq == seq)
+
+    def judge(self, **kwargs: Any) -> Report:
+        server = ServerView(list(self.server), {}, {GROUP: self.last_seq}, self.intervals)
+        stores = {
+            u: StoreView(
+                list(self.stores[u]),
+                list(self.outboxes[u]),
+                {GROUP: self.wm[u]} if u in self.wm else {},
+                {GROUP: self.members[u]} if u in self.members else {},
+            )
+            for u in self.USERS
+        }
+        records = [
+            ClientRecord(u, Path(f"/nonexistent/{u}"), [Incarnation(self.logs[u])])
+            for u in self.USERS
+        ]
+        return judge(server, stores, records, **kwargs)
+
+
+@pytest.fixture
+def group() -> GroupWorld:
+    return GroupWorld()
+
+
+def test_the_visibility_intervals_follow_the_membership_events(group: GroupWorld) -> None:
+    stream = GroupStream(GROUP, group.server)
+    assert intervals(stream.visible("alice")) == [(1, 12)]
+    assert intervals(stream.visible("bob")) == [(1, 9)]  # up to and including his 'left'
+    assert intervals(stream.visible("carol")) == [(1, 6), (11, 12)]  # removed, re-added
+    assert intervals(stream.visible("dave")) == [(4, 12)]  # from his 'added'
+    assert stream.members_at(6) == {"alice", "bob", "dave"}
+    assert stream.members_at(12) == {"alice", "carol", "dave"}
+    assert stream.title[8] == "plans" and stream.creator == "alice"
+    assert stream.terms("carol") == [(1, 6), (11, None)]
+    assert stream.terms("bob") == [(1, 9)] and stream.terms("dave") == [(4, None)]
+
+
+def test_a_consistent_group_history_passes(group: GroupWorld) -> None:
+    report = group.judge()
+    assert report.ok, report.violations
+    assert report.counts["composed"] == 12  # six commands and six texts
+    assert report.counts["on_server"] == 12
+
+
+def test_a_removed_member_who_holds_a_later_event_is_caught(group: GroupWorld) -> None:
+    # The server kept fanning out to carol after her removal (seq 7, her own store), and
+    # bob got alice's text after he left (seq 10, shown on his screen).
+    group.stores["carol"].append(group.row(7))
+    group.stores["carol"].sort(key=lambda r: r.seq)
+    group.logs["bob"].append(GroupWorld.event("message", group.row(10), own=False))
+    report = group.judge()
+    assert kinds(report) == {"leaked"}
+    details = " ".join(v.detail for v in report.violations)
+    assert f"carol's store holds {GROUP}/7" in details and "sees only 1..6,11..12" in details
+    assert f"bob was shown {GROUP}/10" in details
+
+
+def test_a_member_who_holds_events_from_before_the_join_is_caught(group: GroupWorld) -> None:
+    group.stores["dave"].insert(0, group.row(2))
+    assert kinds(group.judge()) == {"leaked"}
+
+
+def test_a_hole_inside_a_members_interval_is_caught(group: GroupWorld) -> None:
+    # dave's store misses seq 5 (carol's text) below its watermark: a skipped gap.
+    group.stores["dave"] = [r for r in group.stores["dave"] if r.seq != 5]
+    report = group.judge()
+    assert kinds(report) == {"gap", "lost"}
+    assert any("dave's store, group" in v.detail for v in report.violations)
+
+
+def test_a_re_added_member_missing_the_second_interval_is_caught(group: GroupWorld) -> None:
+    # carol's store stopped at her removal: the server's 11 and 12 never reached her.
+    group.stores["carol"] = [r for r in group.stores["carol"] if r.seq <= 6]
+    group.wm["carol"] = 6
+    group.members["carol"] = ("alice", "bob", "dave")
+    report = group.judge()
+    assert kinds(report) == {"lost"}
+    assert {v.key for v in report.violations} == {("alice", "a11"), ("carol", "c12")}
+
+
+def test_a_watermark_on_an_invisible_seq_is_caught(group: GroupWorld) -> None:
+    group.wm["carol"] = 9  # inside the seqs she must not see
+    assert "gap" in kinds(group.judge())
+
+
+def test_a_server_that_skips_a_seq_in_a_group_is_caught(group: GroupWorld) -> None:
+    # The server's seq 8 is missing (the rename went nowhere) though last_seq says 12.
+    group.server = [r for r in group.server if r.seq != 8]
+    for u in group.USERS:
+        group.stores[u] = [r for r in group.stores[u] if r.seq != 8]
+    report = group.judge()
+    assert "gap" in kinds(report)
+    expected = f"server conversation {GROUP}: seqs 1..7,9..12"
+    assert any(expected in v.detail for v in report.violations)
+
+
+def test_an_acked_group_message_missing_from_the_server_is_lost(group: GroupWorld) -> None:
+    # alice was told seq 10 is stored; the server has no such event.
+    group.server = [r for r in group.server if r.seq != 10]
+    group.last_seq = 12
+    assert "lost" in kinds(group.judge())
+
+
+def test_a_group_command_stored_twice_is_a_duplicate(group: GroupWorld) -> None:
+    # The rename, retried after a lost ack, was stored again as seq 13.
+    again = Row(GROUP, 13, "bob", "", "b8", "", "renamed", title="plans")
+    group.server.append(again)
+    group.last_seq = 13
+    for u in ("alice", "dave"):
+        group.stores[u].append(again)
+        group.wm[u] = 13
+    assert "duplicated" in kinds(group.judge())
+
+
+def test_a_server_that_accepts_a_removed_members_text_is_caught(group: GroupWorld) -> None:
+    # carol (removed at 6) got a text in at seq 7 in place of dave's.
+    seven = Row(GROUP, 7, "carol", "", "c7", "text 7 of carol", "text")
+    group.server[6] = seven
+    for u in ("alice", "bob", "dave"):
+        group.stores[u] = [seven if r.seq == 7 else r for r in group.stores[u]]
+    report = group.judge()
+    assert "membership" in kinds(report)
+    assert any("seq 7 (text by carol): the sender is not a member" in v.detail
+               for v in report.violations)  # fmt: skip
+
+
+def test_a_member_who_adds_against_the_rules_is_caught(group: GroupWorld) -> None:
+    # bob (not the creator) added dave, and the server stored it.
+    four = Row(GROUP, 4, "bob", "", "b4", "", "added", user="dave")
+    stream = GroupStream(GROUP, [four if r.seq == 4 else r for r in group.server])
+    assert any("only the creator may add" in p for p in stream.problems)
+    twice = Row(GROUP, 4, "alice", "", "a4", "", "added", user="bob")
+    stream = GroupStream(GROUP, [twice if r.seq == 4 else r for r in group.server])
+    assert any("bob is already a member" in p for p in stream.problems)
+
+
+def test_a_store_whose_member_list_is_not_the_servers_is_caught(group: GroupWorld) -> None:
+    # dave's client applied the removal of carol but never the re-add.
+    group.members["dave"] = ("alice", "dave")
+    report = group.judge()
+    assert kinds(report) == {"members"}
+    assert "at seq 12" in report.violations[0].detail
+
+
+def test_a_member_list_shown_that_the_server_never_implied_is_caught(group: GroupWorld) -> None:
+    # After seq 6 (carol removed), dave's screen still lists carol and not bob.
+    log = group.logs["dave"]
+    at = next(i for i, x in enumerate(log) if x.get("seq") == 6 and x["event"] == "message")
+    log.insert(at + 1, GroupWorld.summary(["alice", "carol", "dave"]))
+    assert world_kinds(group) == {"members"}
+    # Before the removal's event, the list before it is fine: a summary and the event it
+    # follows may come in either order.
+    del log[at + 1]
+    log.insert(at, GroupWorld.summary(["alice", "bob", "carol", "dave"]))
+    assert group.judge().ok
+
+
+def world_kinds(group: GroupWorld) -> set[str]:
+    return kinds(group.judge())
+
+
+def test_an_added_event_with_the_wrong_member_list_is_caught(group: GroupWorld) -> None:
+    # carol's copy of her re-add (seq 11) carries where her view begins: the list after it.
+    line = next(x for x in group.logs["carol"] if x.get("seq") == 11)
+    line["members"] = ["alice", "carol", "dave"]
+    assert group.judge().ok
+    line["members"] = ["alice", "bob", "carol", "dave"]  # bob had left at 9
+    assert kinds(group.judge()) == {"members"}
+
+
+def test_a_command_the_server_turned_into_another_is_caught(group: GroupWorld) -> None:
+    # alice asked to remove carol; the server removed dave (and everyone agrees on it).
+    six = Row(GROUP, 6, "alice", "", "a6", "", "removed", user="dave")
+    group.server[5] = six
+    for u in group.USERS:
+        group.stores[u] = [six if r.seq == 6 else r for r in group.stores[u]]
+    report = group.judge()
+    assert "altered" in kinds(report)
+    assert any("removed a6 of 'dave', not 'carol'" in v.detail for v in report.violations)
+
+
+def test_a_group_message_sent_after_the_removal_is_not_lost(group: GroupWorld) -> None:
+    # carol queued a text while removed; the server refused it (not_member) and it ended
+    # failed in her outbox: a proper end, nothing lost, nothing leaked.
+    log = group.logs["carol"]
+    pending = {"event": "message", "peer": GKEY, "sender": "carol", "client_id": "c-late",
+               "body": "too late", "own": True, "conv": None, "seq": None, "state": "pending",
+               "kind": "text"}  # fmt: skip
+    log += [
+        pending,
+        {"event": "ok", "cmd": "send", "client_id": "c-late", "conv": GROUP, "body": "too late"},
+        {"event": "wire", "client_id": "c-late"},
+        {**pending, "event": "state", "state": "failed",
+         "error": "you are no longer a member of this group"},
+    ]  # fmt: skip
+    group.outboxes["carol"].append(OutRow("c-late", GKEY, "too late", "failed", 99, False, "text"))
+    assert group.judge().ok
+
+
+def test_a_server_membership_record_that_disagrees_with_its_events_is_caught(
+    group: GroupWorld,
+) -> None:
+    # The members table (what the server's checks read) never recorded carol's removal:
+    # the events say she was out from 6 to 11.
+    assert group.intervals is not None
+    group.intervals[GROUP]["carol"] = [(1, None)]
+    report = group.judge()
+    assert kinds(report) == {"membership"}
+    assert "records carol's membership as [(1, None)]" in report.violations[0].detail
+    group.intervals = None  # a schema without that table: nothing to compare
+    assert group.judge().ok
+
+
+def group_schedule(actions: list[Action], duration: float) -> Schedule:
+    return Schedule(
+        seed=0,
+        index=0,
+        clients=3,
+        freshness=(60.0, 60.0, 60.0),
+        on_failure=("hold", "hold", "hold"),
+        actions=tuple(sorted(actions, key=lambda a: a.at)),
+        duration=duration,
+        groups=1,
+    )
+
+
+# u0 creates a group with u1 and u2; all three talk; u0 removes u2; u0 and u1 go on.
+REMOVAL = [
+    Action(0.0, "create", 0, group=0, members=(1, 2)),
+    Action(0.4, "gsend", 0, group=0),
+    Action(0.45, "gsend", 2, group=0),
+    Action(0.5, "gsend", 1, group=0),
+    Action(0.7, "remove", 0, 2, group=0),
+    Action(1.0, "gsend", 0, group=0),
+    Action(1.1, "gsend", 1, group=0),
+    Action(1.2, "gsend", 0, group=0),
+    Action(1.3, "gsend", 1, group=0),
+]
+
+
+@pytest.mark.parametrize("variant", [None, "fanout-to-removed"])
+async def test_server_that_keeps_fanning_out_to_a_removed_member_is_caught(
+    tmp_path: Path, variant: str | None
+) -> None:
+    result = await play(tmp_path, group_schedule(REMOVAL, 1.6), server_variant=variant)
+    report = result.report
+    assert result.user_actions["remove:ok"] == 1 and result.user_actions["gsend:ok"] >= 6
+    if variant is None:
+        assert report.ok, report.violations
+        return
+    assert any("fanout-to-removed:" in line for line in result.server_log), result.server_log
+    assert report.by_kind()["leaked"] >= 1, report.violations
+    assert any("u2" in v.detail and v.kind == "leaked" for v in report.violations)
+
+
+async def test_server_that_skips_a_seq_in_a_group_is_caught(tmp_path: Path) -> None:
+    result = await play(tmp_path, group_schedule(REMOVAL, 1.6), server_variant="skip-group-seq")
+    assert any("skip-group-seq:" in line for line in result.server_log), result.server_log
+    report = result.report
+    found = report.by_kind()
+    assert found["gap"] >= 1, report.violations
+    assert any(v.kind == "gap" and v.detail.startswith("server conversation g")
+               for v in report.violations)  # fmt: skip
