@@ -24,8 +24,9 @@ marker. For each repeat, in alternating order of the stores:
   ``--switches`` of them spread over the list; with 2: the one other conversation).
 
 One untimed app (of the 2-conversation store) runs first: the first app of a process pays
-for imports and the stylesheet. Figures are medians over repeats of each repeat's median; ``os.getloadavg()`` is printed
-beside them.
+for imports and the stylesheet. Figures are medians over repeats of each repeat's median;
+``os.getloadavg()`` is printed beside them. ``--profile`` prints the top functions of one
+open of the big store under cProfile (not a run to quote timings from).
 """
 
 from __future__ import annotations

@@ -710,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lat-warmup", type=float, default=1.0, help="not counted, seconds")
     ap.add_argument("--duration", type=float, default=5.0, help="throughput window, seconds")
     ap.add_argument("--warmup", type=float, default=1.0, help="throughput warm-up, seconds")
-    ap.add_argument("--window", type=int, default=64, help="group messages in flight")
+    ap.add_argument("--window", type=int, default=8, help="group messages in flight")
     # With 64 DMs in flight a batch holds at most 64 rows per fsync (measured 1,931 msg/s at
     # 0.49 server cores): the DMs need a wider window to load the server as much.
     ap.add_argument("--dm-window", type=int, default=1000, help="DMs in flight")
