@@ -57,13 +57,13 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 from _common import (
     FAST_LIMITS,
-    ServerProcess,
     Workers,
     create_users,
     machine_cpu_seconds,
@@ -79,6 +79,8 @@ from _common import (
     write_json,
     write_server_toml,
 )
+
+from harness.serverproc import ServerProcess
 
 GOAL_RATIO = 2.0
 GOAL_P99_MS = 100.0
@@ -147,7 +149,7 @@ class _Receivers:
         self.created: collections.Counter[str] = collections.Counter()
 
     async def run(self) -> None:
-        commands = {
+        commands: dict[str, Callable[..., Any]] = {
             "connect": self.connect,
             "begin": self.begin,
             "collect": self.collect,
@@ -242,7 +244,11 @@ class _Sender:
         self.ack_event = asyncio.Event()
 
     async def run(self) -> None:
-        commands = {"connect": self.connect, "create": self.create, "open": self.open_loop}
+        commands: dict[str, Callable[..., Any]] = {
+            "connect": self.connect,
+            "create": self.create,
+            "open": self.open_loop,
+        }
         commands["closed"] = self.closed_loop
         await serve_commands(self.pipe, commands, self.close)
 
@@ -528,7 +534,10 @@ class Run:
         for cid in sent["rejected_ids"]:
             expected[cid.rpartition("_")[0]] -= 1
         got, drain = self.collect(expected, 60)
-        lats, firsts, series, complete = [], [], [], 0
+        lats: list[float] = []
+        firsts: list[float] = []
+        series: list[float | None] = []
+        complete = 0
         for n, (key, at) in enumerate(sent["intended"].items()):
             e = got["seen"].get(key)
             if e is None:
