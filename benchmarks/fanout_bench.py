@@ -34,7 +34,8 @@ The sender creates the group with everyone in it (``create``), then, in this ord
 
 After each phase the script waits (bounded) until every receiver holds every message it
 should, and checks: no reject, no error, no connection closed, each message delivered
-exactly once to each member. CPU of the server and of the generators over each window
+exactly once to each member. Before each phase it waits (up to ``--quiet-wait`` s) for the
+machine to be nearly idle (the machine is shared). CPU of the server and of the generators over each window
 comes from ``/proc``; ``os.getloadavg()`` is printed beside every figure.
 
 ``--profile`` runs the server under ``cProfile`` (``python -m cProfile``) and prints its top
@@ -76,6 +77,7 @@ from _common import (
     start_server,
     stderr_tail,
     stop_server,
+    wait_for_quiet,
     write_json,
     write_server_toml,
 )
@@ -709,6 +711,13 @@ def print_report(res: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"  server exit code {res['server_exit']}")
 
 
+def quiet(args: argparse.Namespace) -> None:
+    """Wait (bounded) for the shared machine to calm down before a phase."""
+    if args.quiet_wait > 0:
+        busy = wait_for_quiet(args.quiet_wait, args.quiet_cores)
+        print(f"machine busy {busy:.2f} cores before the phase ({load()})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--members", type=int, default=1000, help="group size, the sender included")
@@ -724,6 +733,10 @@ def build_parser() -> argparse.ArgumentParser:
     # 0.49 server cores): the DMs need a wider window to load the server as much.
     ap.add_argument("--dm-window", type=int, default=1000, help="DMs in flight")
     ap.add_argument("--body-size", type=int, default=100)
+    ap.add_argument(
+        "--quiet-wait", type=float, default=30.0, help="wait up to this for a quiet machine"
+    )
+    ap.add_argument("--quiet-cores", type=float, default=0.5, help="busy cores that count quiet")
     ap.add_argument("--only", choices=["group", "dm"], help="run only one kind (profiling)")
     ap.add_argument("--profile", action="store_true", help="cProfile the server")
     ap.add_argument("--json", type=Path, help="write the figures here ('-': stdout)")
@@ -742,9 +755,11 @@ def main(argv: list[str] | None = None) -> int:
         run.start()
         kinds = [args.only] if args.only else ["group", "dm"]
         for kind in kinds:
+            quiet(args)
             res[f"lat_{kind}"] = run.latency(kind)
             print(f"latency {kind} done ({load()})")
         for kind in kinds:
+            quiet(args)
             res[f"tput_{kind}"] = run.throughput(kind)
             print(f"throughput {kind} done ({load()})")
     finally:
