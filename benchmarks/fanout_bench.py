@@ -35,8 +35,9 @@ The sender creates the group with everyone in it (``create``), then, in this ord
 After each phase the script waits (bounded) until every receiver holds every message it
 should, and checks: no reject, no error, no connection closed, each message delivered
 exactly once to each member. Before each phase it waits (up to ``--quiet-wait`` s) for the
-machine to be nearly idle (the machine is shared). CPU of the server and of the generators over each window
-comes from ``/proc``; ``os.getloadavg()`` is printed beside every figure.
+machine to be nearly idle (it is shared). CPU of the server, of the generators and of
+everything else over each window comes from ``/proc``; ``os.getloadavg()`` is printed
+beside every figure.
 
 ``--profile`` runs the server under ``cProfile`` (``python -m cProfile``) and prints its top
 functions at the end; timings from a profiled run are not the figures to quote.
