@@ -767,6 +767,8 @@ def main(argv: list[str] | None = None) -> int:
         res["server_exit"] = run.stop()
         if run.server is not None and res["server_exit"] not in (0, None):
             print(stderr_tail(run.server), file=sys.stderr)
+        if sys.exc_info()[0] is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
     if not args.only:
         print_report(res, args)
     else:
