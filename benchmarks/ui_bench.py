@@ -95,7 +95,6 @@ from _common import (
     FAST_LIMITS,
     ROOT,
     WORDS,
-    ServerProcess,
     client_config,
     create_users,
     machine_info,
@@ -114,6 +113,7 @@ from textual.geometry import Region
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, Log, Static
 
+from harness.serverproc import ServerProcess
 from tui_chat import protocol as p
 from tui_chat.core.engine import Engine
 from tui_chat.core.models import (
