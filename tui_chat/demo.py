@@ -25,7 +25,7 @@ from tui_chat.core.config import (
     SyncSection,
 )
 from tui_chat.core.engine import Engine
-from tui_chat.core.models import Event, MessageAdded
+from tui_chat.core.models import ConvKind, Event, MessageAdded, is_group_key
 from tui_chat.core.store import LocalStore
 from tui_chat.demo_link import DemoLink
 from tui_chat.server import db
@@ -60,6 +60,14 @@ PEERS: dict[str, tuple[tuple[float, float], list[str]]] = {
     ),
 }
 
+GROUP_TITLE = "Demo group"
+# What the group's members say when you write in the group (one of them answers).
+GROUP_REPLIES = [
+    "Everyone in the group gets each message once, in the same order.",
+    "Names have a colour each. F3 hides or shows the member list.",
+    "you: a message that names you is highlighted, and counts as a mention.",
+]
+
 DEMO_SYNC = SyncSection(
     freshness_window=20.0,
     ping_interval=2.0,
@@ -68,6 +76,12 @@ DEMO_SYNC = SyncSection(
     ack_timeout=4.0,
     backoff_cap=5.0,
 )
+
+
+def _send_quietly(bot: Engine, key: str, body: str) -> None:
+    # A peer that left the group (the user may remove it) just stays quiet.
+    with contextlib.suppress(ValueError):
+        bot.send(key, body)
 
 
 def demo_dir() -> Path:
@@ -142,12 +156,37 @@ class Demo:
             with contextlib.suppress(ValueError):
                 bot.send(USER, text)
             del name
+        await self._start_group()
+
+    async def _start_group(self) -> None:
+        """ada makes a group of everyone and says hello in it, once the server has it."""
+        ada = self._bots[0]
+        with contextlib.suppress(ValueError):
+            ada.create_group(GROUP_TITLE, [USER, *list(PEERS)[1:]])
+        for _ in range(200):  # bounded: 20 s, then the demo goes on without the hello
+            groups = [
+                s.peer
+                for s in ada.conversations()
+                if s.kind is ConvKind.GROUP and s.conv is not None and s.title == GROUP_TITLE
+            ]
+            if groups:
+                with contextlib.suppress(ValueError):
+                    ada.send(groups[0], "Hello all! This is a group: write something here too.")
+                return
+            await asyncio.sleep(0.1)
 
     def _answer(self, bot: Engine, name: str, event: Event) -> None:
         if not isinstance(event, MessageAdded) or event.replay:
             return
         msg = event.message
-        if msg.own or msg.sender != USER:
+        if msg.own or msg.sender != USER or msg.kind != "text":
+            return
+        if is_group_key(msg.peer):
+            # One member answers in the group (linus, the last one), not all of them.
+            if name == list(PEERS)[-1]:
+                reply = random.choice(GROUP_REPLIES)
+                delay = random.uniform(1.0, 2.5)
+                asyncio.get_running_loop().call_later(delay, _send_quietly, bot, msg.peer, reply)
             return
         delay_range, replies = PEERS[name]
         delay = random.uniform(*delay_range)

@@ -47,6 +47,9 @@ from tui_chat.ui.screens import HelpScreen, NewConversationScreen
 from tui_chat.ui.widgets import ConversationList, StatusBar
 
 PAGE = 200
+# The member panel takes 24 columns: below this width it stays hidden (F3 still shows it)
+# so that the messages keep their room.
+MEMBERS_MIN_WIDTH = 100
 # The connection must be down this long before we interrupt the user with a toast.
 OUTAGE_NOTICE_AFTER = 3.0
 # In tmux and xterm alt+digit arrives as ESC+digit, which Textual reads as the
@@ -171,7 +174,8 @@ class ChatApp(App[int]):
         self._offline_since: float | None = None
         self._outage_notified = False
         self._reorder_due = False
-        self._members_shown = True
+        # None: shown when the terminal is wide enough; F3 sets it for good.
+        self._members_shown: bool | None = None
         self._unsubscribe: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ layout
@@ -336,7 +340,10 @@ class ChatApp(App[int]):
         if summary is None or summary.kind is not ConvKind.GROUP:
             panel.set_class(False, "shown")
             return
-        panel.set_class(self._members_shown, "shown")
+        shown = self._members_shown
+        if shown is None:
+            shown = self.size.width >= MEMBERS_MIN_WIDTH
+        panel.set_class(shown, "shown")
         text = Text("Members\n", style="bold")
         for name in summary.members:
             text.append(clean(name, single_line=True), style=Style(color=name_colour(name)))
@@ -451,8 +458,13 @@ class ChatApp(App[int]):
             self.notify(str(exc), severity="error", markup=False)
 
     def action_toggle_members(self) -> None:
-        self._members_shown = not self._members_shown
+        shown = self.query_one("#members", Static).has_class("shown")
+        self._members_shown = not shown
         self._set_title()
+
+    def on_resize(self) -> None:
+        if self.peer is not None and self._members_shown is None:
+            self._set_title()
 
     def action_add_member(self) -> None:
         summary = self._open_group(manage=True)
