@@ -765,7 +765,11 @@ def judge(
         shown_seqs: dict[str, list[tuple[int, int]]] = defaultdict(list)  # conv -> (line, seq)
         for i, line in enumerate(lines):
             conv, seq = line.get("conv"), line.get("seq")
-            if line.get("event") == "message" and isinstance(seq, int) and conv in any_group:
+            if (
+                line.get("event") in ("message", "state")
+                and isinstance(seq, int)
+                and conv in any_group
+            ):
                 shown_seqs[str(conv)].append((i, seq))
         for i, line in enumerate(lines):
             ev, conv, seq = line.get("event"), line.get("conv"), line.get("seq")
@@ -795,7 +799,14 @@ def judge(
                 # at is not in the line, so any seq between the messages shown before it
                 # and the next one shown after it is accepted.
                 seqs = shown_seqs.get(conv, [])
-                lo = max((s for at, s in seqs if at < i), default=1)
+                before = {s for at, s in seqs if at < i}
+                lo = max(before, default=1)
+                # A gap still open (a seq stored above a hole, filled later): the list is
+                # derived without the missing events, as of the seq below the first hole.
+                holes = [s for s in g.visible(rec.user) if min(before, default=lo) < s < lo]
+                holes = [s for s in holes if s not in before]
+                if holes:
+                    lo = max(1, holes[0] - 1)
                 hi = min((s for at, s in seqs if at > i and s >= lo), default=g.last_seq)
                 listed = set(line["members"])
                 if not any(listed == g.members_at(s) for s in range(lo, max(lo, hi) + 1)):

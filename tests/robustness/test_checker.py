@@ -119,7 +119,8 @@ class World:
             conn.execute("INSERT OR IGNORE INTO conversations(peer) VALUES (?)", (peer,))
             conn.execute("UPDATE conversations SET conv=? WHERE peer=?", (CONV, peer))
             conn.execute(
-                "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages(conv, seq, sender, recipient, client_id, body, ts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (CONV, seq, sender, to, cid, body, 1000 + seq),
             )
             conn.execute(
@@ -1167,3 +1168,17 @@ async def test_server_that_skips_a_seq_in_a_group_is_caught(tmp_path: Path) -> N
     assert found["gap"] >= 1, report.violations
     assert any(v.kind == "gap" and v.detail.startswith("server conversation g")
                for v in report.violations)  # fmt: skip
+
+
+def test_a_member_list_derived_while_a_gap_is_open_is_accepted(group: GroupWorld) -> None:
+    # dave got seq 12 before 11 (carol's re-add, fetched as a gap): the summary in between
+    # is derived without 11, the list as of seq 10. Found by the long run (seed 20261202 #55).
+    log = group.logs["dave"]
+    at11 = next(i for i, x in enumerate(log) if x.get("seq") == 11 and x["event"] == "message")
+    eleven = log.pop(at11)
+    at12 = next(i for i, x in enumerate(log) if x.get("seq") == 12 and x["event"] == "message")
+    log.insert(at12 + 1, GroupWorld.summary(["alice", "dave"]))
+    log.insert(at12 + 2, eleven)
+    assert group.judge().ok
+    log[at12 + 1] = GroupWorld.summary(["alice", "bob", "dave"])  # bob left at 9
+    assert kinds(group.judge()) == {"members"}
