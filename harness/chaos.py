@@ -1407,6 +1407,7 @@ async def run_schedules(
     client_variant: str | None = None,
     progress: Any = None,
     groups: bool = False,
+    convergence_limit: float = CONVERGENCE_LIMIT,
 ) -> tuple[RunSummary, list[ScheduleResult]]:
     """Play ``count`` schedules of ``seed`` from index ``first``, ``jobs`` at a time.
 
@@ -1432,6 +1433,7 @@ async def run_schedules(
                 keep=keep,
                 server_variant=server_variant,
                 client_variant=client_variant,
+                convergence_limit=convergence_limit,
             )
             results.append(r)
             summary.add(r)

@@ -41,72 +41,6 @@ def wire_log(engine: Engine) -> None:
     engine.observe_frames(observe)
 
 
-def group_commands() -> None:
-    """Group commands for a ``tui-chat headless`` that does not parse them yet.
-
-    The contract's headless commands (``create {title, members}``, ``send {conv, body}``,
-    ``add {conv, user}``, ``remove {conv, user}``, ``leave {conv}``, ``rename {conv,
-    title}``) are answered here with the engine API, with the same ``ok`` replies (what
-    was asked, the client_id, ``peer``/``conv``). A headless that has them is left alone.
-    """
-    from tui_chat import headless
-
-    if hasattr(headless, "CreateCmd"):
-        return
-    original = headless.Headless.handle_line
-
-    def handle_line(self: headless.Headless, line: str) -> bool:
-        try:
-            cmd = json.loads(line)
-        except ValueError:
-            return original(self, line)
-        if not isinstance(cmd, dict) or not _is_group_command(cmd):
-            return original(self, line)
-        e = self.engine
-        try:
-            what = str(cmd["cmd"])
-            key = "#" + str(cmd.get("conv", ""))
-            if what == "send":
-                m = e.send(key, str(cmd["body"]))
-            elif what == "create":
-                m = e.create_group(str(cmd["title"]), [str(u) for u in cmd.get("members", [])])
-            elif what == "add":
-                m = e.add_member(key, str(cmd["user"]))
-            elif what == "remove":
-                m = e.remove_member(key, str(cmd["user"]))
-            elif what == "leave":
-                m = e.leave_group(key)
-            else:
-                m = e.rename_group(key, str(cmd["title"]))
-        except (KeyError, ValueError) as exc:
-            reason = exc.args[0] if exc.args else str(exc)
-            self.emit({"event": "error", "id": cmd.get("id"), "code": "rejected", "reason": reason})
-            return True
-        reply: dict[str, object] = {
-            "event": "ok",
-            "id": cmd.get("id"),
-            "cmd": what,
-            "client_id": m.client_id,
-            "peer": m.peer,
-        }
-        if m.peer.startswith("#"):
-            reply["conv"] = m.peer[1:]
-        for name in ("body", "user", "title", "members"):
-            if name in cmd:
-                reply[name] = cmd[name]
-        self.emit(reply)
-        return True
-
-    headless.Headless.handle_line = handle_line  # type: ignore[method-assign]
-
-
-def _is_group_command(cmd: dict[str, object]) -> bool:
-    name = cmd.get("cmd")
-    return name in ("create", "add", "remove", "leave", "rename") or (
-        name == "send" and "conv" in cmd
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.chaos_client")
     parser.add_argument("--config", required=True)
@@ -118,8 +52,6 @@ def main(argv: list[str] | None = None) -> int:
 
         broken.apply_client(args.broken)
     from tui_chat.cli import main as cli_main
-
-    group_commands()
 
     # The engine reports each frame as it goes to the socket (after any broken variant
     # changed it), so the log shows what really goes on the wire.

@@ -91,10 +91,21 @@ def test_the_sweep_covers_every_fault_kind() -> None:
             assert all(e1 < s2 for (_, e1), (s2, _) in itertools.pairwise(spans))
 
 
+# The suite runs on loaded machines (CI beside other work): convergence gets room there.
+# The 5 s limit is the long runs' figure (docs/reliability.md), measured on their own.
+SUITE_CONVERGENCE = 20.0
+
+
 @pytest.mark.timeout(400)
 async def test_short_chaos_sweep_finds_no_violation(tmp_path: Path) -> None:
     summary, results = await run_schedules(
-        SWEEP_SEED, SWEEP_SCHEDULES, jobs=3, root=tmp_path, keep="failed", progress=sys.stderr
+        SWEEP_SEED,
+        SWEEP_SCHEDULES,
+        jobs=3,
+        root=tmp_path,
+        keep="failed",
+        progress=sys.stderr,
+        convergence_limit=SUITE_CONVERGENCE,
     )
     print(summary.text())
     assert summary.schedules == SWEEP_SCHEDULES
@@ -199,6 +210,7 @@ async def test_short_group_chaos_sweep_finds_no_violation(tmp_path: Path) -> Non
         keep="failed",
         progress=sys.stderr,
         groups=True,
+        convergence_limit=SUITE_CONVERGENCE,
     )
     print(summary.text())
     assert summary.schedules == GROUP_SWEEP_SCHEDULES
