@@ -120,6 +120,27 @@ class Stored(msgspec.Struct, frozen=True):
     added_id: int = 0
 
 
+def _event(
+    conv: str,
+    seq: int,
+    ts: int,
+    req: SendRequest | GroupRequest,
+    fan_out: tuple[int, ...],
+    kind: str,
+    *,
+    body: str = "",
+    user: str | None = None,
+    title: str | None = None,
+    names: tuple[str, ...] | None = None,
+    added_id: int = 0,
+) -> Stored:
+    """The outcome of a new group event just stored (sender and client_id from ``req``)."""
+    return Stored(
+        conv, seq, req.sender, "", req.client_id, body, ts, False, fan_out, kind,
+        user=user, title=title, names=names, added_id=added_id,
+    )  # fmt: skip
+
+
 class Tombstoned(msgspec.Struct, frozen=True):
     """The client_id's tombstone is committed (now or earlier): it will never be stored."""
 
@@ -578,15 +599,11 @@ class Writer:
         )
         for account, name in zip(accounts, names, strict=True):
             self._join(conn, group, account, name)
-        return Stored(
+        return _event(
             conv,
             seq,
-            req.sender,
-            "",
-            req.client_id,
-            "",
             ts,
-            False,
+            req,
             tuple(accounts),
             MessageKind.CREATED,
             title=req.title,
@@ -614,19 +631,16 @@ class Writer:
             return refusal
         seq, ts = self._append(conn, group, req, touched, kind=MessageKind.ADDED, user=req.user)
         self._join(conn, group, account, req.user)
-        return Stored(
+        return _event(
             group.id,
             seq,
-            req.sender,
-            "",
-            req.client_id,
-            "",
             ts,
-            False,
+            req,
             tuple(group.members),
             MessageKind.ADDED,
             user=req.user,
-            # For the added member's copy only (see ChatServer._fan_out_stored).
+            # Title and member list go only into the added member's copy (see
+            # ChatServer._fan_out_stored): where that member's view of the group begins.
             title=group.title,
             names=tuple(group.members.values()),
             added_id=account,
@@ -652,19 +666,7 @@ class Writer:
         fan_out = tuple(group.members)
         seq, ts = self._append(conn, group, req, touched, kind=MessageKind.REMOVED, user=req.user)
         self._part(conn, group, account)
-        return Stored(
-            group.id,
-            seq,
-            req.sender,
-            "",
-            req.client_id,
-            "",
-            ts,
-            False,
-            fan_out,
-            MessageKind.REMOVED,
-            user=req.user,
-        )
+        return _event(group.id, seq, ts, req, fan_out, MessageKind.REMOVED, user=req.user)
 
     def _leave(
         self, conn: sqlite3.Connection, req: GroupRequest, touched: dict[str, int]
@@ -677,19 +679,7 @@ class Writer:
         fan_out = tuple(group.members)
         seq, ts = self._append(conn, group, req, touched, kind=MessageKind.LEFT, user=req.sender)
         self._part(conn, group, req.sender_id)
-        return Stored(
-            group.id,
-            seq,
-            req.sender,
-            "",
-            req.client_id,
-            "",
-            ts,
-            False,
-            fan_out,
-            MessageKind.LEFT,
-            user=req.sender,
-        )
+        return _event(group.id, seq, ts, req, fan_out, MessageKind.LEFT, user=req.sender)
 
     def _rename(
         self, conn: sqlite3.Connection, req: GroupRequest, touched: dict[str, int]
@@ -704,18 +694,8 @@ class Writer:
         seq, ts = self._append(conn, group, req, touched, kind=MessageKind.RENAMED, title=req.title)
         conn.execute("UPDATE groups SET title=? WHERE id=?", (req.title, group.id))
         group.title = req.title
-        return Stored(
-            group.id,
-            seq,
-            req.sender,
-            "",
-            req.client_id,
-            "",
-            ts,
-            False,
-            tuple(group.members),
-            MessageKind.RENAMED,
-            title=req.title,
+        return _event(
+            group.id, seq, ts, req, tuple(group.members), MessageKind.RENAMED, title=req.title
         )
 
     def _group_send(
@@ -727,14 +707,4 @@ class Writer:
             return refusal
         assert group is not None
         seq, ts = self._append(conn, group, req, touched, kind=MessageKind.TEXT, body=req.body)
-        return Stored(
-            group.id,
-            seq,
-            req.sender,
-            "",
-            req.client_id,
-            req.body,
-            ts,
-            False,
-            tuple(group.members),
-        )
+        return _event(group.id, seq, ts, req, tuple(group.members), MessageKind.TEXT, body=req.body)
