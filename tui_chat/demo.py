@@ -161,6 +161,8 @@ class Demo:
     async def _start_group(self) -> None:
         """ada makes a group of everyone and says hello in it, once the server has it."""
         ada = self._bots[0]
+        # After the greetings, so that a newcomer's first screen is a conversation with ada.
+        await asyncio.sleep(1.5)
         with contextlib.suppress(ValueError):
             ada.create_group(GROUP_TITLE, [USER, *list(PEERS)[1:]])
         for _ in range(200):  # bounded: 20 s, then the demo goes on without the hello

@@ -94,7 +94,7 @@ class AskLineScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="new-box"):
             # The question may quote a group title: a Label of Text, never markup.
-            yield Label(Text(self.question))
+            yield Label(Text(self.question), markup=False)
             yield Input(value=self.value, placeholder=self.placeholder, id="ask-line")
             yield Static("", id="new-error", markup=False)
 

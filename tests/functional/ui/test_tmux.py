@@ -165,8 +165,12 @@ def test_demo_in_a_real_terminal(tmux: Tmux) -> None:
         'the demo to start and show "DEMO: local server" and "online"',
         within=START_WITHIN,
     )
-    # The first greeting opens its conversation: until then there is no one to write to.
-    tmux.wait(lambda s: "Conversation with" in s, "a demo peer's greeting to open a conversation")
+    # The first greeting opens its conversation (a peer's, or the demo group): until then
+    # there is no one to write to.
+    tmux.wait(
+        lambda s: "Conversation with" in s or "Group “Demo group”" in s,
+        "a demo peer's greeting to open a conversation",
+    )
 
     first = "hello from tmux"
     tmux.keys(first, literal=True)
