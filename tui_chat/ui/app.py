@@ -609,6 +609,10 @@ class ChatApp(App[int]):
                 self.engine.retry(msg.client_id)
             elif event.kind == "give_up":
                 self._give_up(msg.client_id)
+            elif event.kind == "edit" and msg.kind != "text":
+                self.notify(
+                    "A group command cannot be edited: give it up and do it again", markup=False
+                )
             elif event.kind == "edit":
                 self.composer.start_edit(msg.client_id, msg.body)
         except KeyError:

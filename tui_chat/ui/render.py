@@ -65,7 +65,9 @@ def state_line(msg: ChatMessage, hints: Hints) -> str | None:
         # A reject the server will repeat (too long, cancelled, unknown user) is never
         # offered for retry: only edit or give up can help.
         retry = f" · {hints.retry} retry" if msg.retryable else ""
-        return f"✗ {reason}{retry} · {hints.give_up} give up · {hints.edit} edit"
+        # A group command (add, rename …) has no text to edit: give it up and do it again.
+        edit = f" · {hints.edit} edit" if msg.kind == MessageKind.TEXT else ""
+        return f"✗ {reason}{retry} · {hints.give_up} give up{edit}"
     if msg.state is OutState.CANCELLING:
         # Not "will not be sent": it may have reached the server, which has the last word.
         return (

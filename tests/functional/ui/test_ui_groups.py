@@ -146,3 +146,25 @@ def test_a_hostile_title_is_shown_as_typed_in_the_list() -> None:
     assert "@1" in text.plain
     # Nothing of the title became a style: the only styled runs are our own marks.
     assert all(text.plain[span.start : span.end] != "x" for span in text.spans)
+
+
+def test_a_failed_group_command_offers_no_edit_and_says_what_it_was() -> None:
+    from tui_chat.core.models import ChatMessage, OutState
+    from tui_chat.ui.groups_text import event_line
+    from tui_chat.ui.render import Hints, state_line
+
+    failed = ChatMessage(
+        peer="#g1", sender="alice", client_id="c1", body="", ts=0, own=True,
+        state=OutState.FAILED, error="you are no longer a member of this group",
+        retryable=False, kind=p.MessageKind.ADDED, user="dave",
+    )  # fmt: skip
+    line = state_line(failed, Hints())
+    assert line is not None
+    assert "you are no longer a member" in line and "give up" in line
+    assert "edit" not in line and "retry" not in line
+    assert event_line(failed, "alice") == "you added dave"
+    text = ChatMessage(
+        peer="#g1", sender="alice", client_id="c2", body="hi", ts=0, own=True,
+        state=OutState.FAILED, error="x",
+    )  # fmt: skip
+    assert "e edit" in (state_line(text, Hints()) or "")
