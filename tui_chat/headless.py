@@ -26,6 +26,7 @@ from tui_chat.core.models import (
     ConnState,
     Event,
     OutState,
+    Synced,
     group_key,
 )
 
@@ -159,7 +160,27 @@ class Headless:
     def __init__(self, engine: Engine, out: Any = None) -> None:
         self.engine = engine
         self._out = out or sys.stdout
-        engine.subscribe(lambda e: self.emit(event_to_json(e)))
+        # Whether a catch-up has completed since start: before it, a group this store
+        # has not seen yet may well exist (a fresh store, a group joined while away).
+        self.synced_once = False
+        engine.subscribe(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, Synced):
+            self.synced_once = True
+        self.emit(event_to_json(event))
+
+    def waits_for_sync(self, line: str) -> bool:
+        """A command naming a group the store does not know yet, before the first catch-up:
+        answering "no such group" then would be wrong, so it waits for the catch-up."""
+        if self.synced_once:
+            return False
+        try:
+            cmd = _decoder.decode(line)
+        except msgspec.DecodeError:
+            return False
+        conv = getattr(cmd, "conv", None)
+        return bool(conv) and not self.engine.store.has_conversation(_group(str(conv)))
 
     def emit(self, obj: dict[str, Any]) -> None:
         self._out.write(_encoder.encode(obj).decode().translate(_ESCAPE_MORE) + "\n")
@@ -407,5 +428,17 @@ async def _serve(
         except UnicodeDecodeError:
             headless.emit({"event": "error", "code": "bad_command", "reason": "not UTF-8"})
             continue
+        if headless.waits_for_sync(text):
+            # Bounded by the first attempt: offline, the command is answered as it stands.
+            await _first(
+                _until(
+                    engine,
+                    lambda: (
+                        headless.synced_once
+                        or engine.status.state in (ConnState.OFFLINE, ConnState.AUTH_FAILED)
+                    ),
+                ),
+                signalled,
+            )
         if not headless.handle_line(text):
             return

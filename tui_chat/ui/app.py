@@ -139,7 +139,7 @@ class ChatApp(App[int]):
         "previous_conversation": "previous conversation",
         "next_unread": "next conversation with unread messages",
         "new_conversation": "start a conversation with a user by name",
-        "new_group": "create a group: a title and the members",
+        "new_group": "create a group: title, a colon, the members (Lunch: bob, carol)",
         "toggle_members": "show or hide the member list of the open group",
         "add_member": "add a member to the open group (its creator only)",
         "remove_member": "remove a member from the open group (its creator only)",
@@ -331,7 +331,8 @@ class ChatApp(App[int]):
         elif not summary.joined:
             text.append(" · you are no longer a member", style="dim")
         else:
-            text.append(f" · {len(summary.members)} members · F3 shows them", style="dim")
+            n = len(summary.members)
+            text.append(f" · {n} member{'s' if n != 1 else ''} · F3 shows them", style="dim")
         title.update(text)
         self._show_members(summary)
 

@@ -33,40 +33,43 @@ def parse_members(text: str) -> tuple[list[str], list[str]]:
     return names, bad
 
 
+def parse_group(text: str) -> tuple[str, list[str]] | str:
+    """``"Lunch: bob, carol"`` -> (title, members), or what is wrong with it.
+
+    One line, so that a fast typist's burst cannot land half in another field. The title
+    is everything before the last colon (member names cannot hold one).
+    """
+    title, colon, names = text.rpartition(":")
+    if not colon:
+        return "Write the title, a colon, then the members: Lunch: bob, carol"
+    title = title.strip()
+    if not title:
+        return "Give the group a title before the colon."
+    members, bad = parse_members(names)
+    if bad:
+        shown = ", ".join(repr(b[:20]) for b in bad[:3])
+        return f"Not a user name: {shown}. Names are 1-32 characters of a-z, 0-9, '_', '.', '-'."
+    return title, members
+
+
 class CreateGroupScreen(ModalScreen[tuple[str, list[str]] | None]):
-    """A title and the members to invite; Enter in the last field creates the group."""
+    """One line: the title, a colon, the members to add (you are added)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="create_group_cancel")]
 
     def compose(self) -> ComposeResult:
         with Vertical(id="new-box"):
-            yield Label("New group: title")
-            yield Input(placeholder="e.g. Weekend trip", id="group-title")
-            yield Label("Members (names, separated by commas or spaces; you are added)")
-            yield Input(placeholder="e.g. bob, carol", id="group-members")
+            yield Label("New group: title, a colon, then the members (you are added)")
+            yield Input(placeholder="e.g. Lunch: bob, carol", id="group-line")
             yield Static("", id="new-error", markup=False)
-
-    def _say(self, text: str) -> None:
-        self.query_one("#new-error", Static).update(Text(text))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        title = self.query_one("#group-title", Input).value.strip()
-        if event.input.id == "group-title" and title:
-            self.query_one("#group-members", Input).focus()
+        parsed = parse_group(event.value)
+        if isinstance(parsed, str):
+            self.query_one("#new-error", Static).update(Text(parsed))
             return
-        if not title:
-            self._say("Give the group a title.")
-            self.query_one("#group-title", Input).focus()
-            return
-        names, bad = parse_members(self.query_one("#group-members", Input).value)
-        if bad:
-            shown = ", ".join(repr(b[:20]) for b in bad[:3])
-            self._say(
-                f"Not a user name: {shown}. Names are 1-32 characters of a-z, 0-9, '_', '.', '-'."
-            )
-            return
-        self.dismiss((title, names))
+        self.dismiss(parsed)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

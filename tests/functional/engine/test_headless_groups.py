@@ -116,3 +116,31 @@ async def test_a_create_typed_offline_survives_a_kill_and_is_confirmed_once(
     assert await second.wait_exit() == 0, second.describe()
     assert len(second.matching(is_event("conversation_replaced"))) == 1
     assert server_copies(chat_server.db_path, ok["client_id"]) == 1
+
+
+async def test_a_fresh_store_sends_to_a_group_it_learns_of_in_the_catch_up(
+    chat_server: RunningServer, engines: Engines, processes: list[HeadlessProc], tmp_path: Path
+) -> None:
+    """A script's first line names a group its new store has not seen: the command waits
+    for the catch-up (which brings the group) instead of failing "no such group"."""
+    bob = await engines.start("bob", chat_server.tokens["bob"], chat_server.url)
+    await bob.online()
+    created = bob.engine.create_group("ops", ["alice"])
+    del created
+    await until(
+        lambda: any(s.title == "ops" and s.conv for s in bob.engine.conversations()),
+        "bob's group confirmed",
+    )
+    conv = next(s.conv for s in bob.engine.conversations() if s.title == "ops")
+    assert conv is not None
+    cfg = client_config(tmp_path / "fresh", "alice", chat_server.tokens["alice"], chat_server.url)
+    alice = await HeadlessProc.start(write_client_toml(tmp_path / "alice.toml", cfg))
+    processes.append(alice)
+    # Written at once, before alice's engine has connected.
+    await alice.write({"cmd": "send", "conv": conv, "body": "first words"})
+    sent = await alice.wait_line(is_event("ok", cmd="send"), "the send's ok, not an error")
+    await alice.wait_line(is_event("state", client_id=sent["client_id"], state="sent"), "sent")
+    await until(
+        lambda: [m.body for m in bob.engine.messages(group_key(conv))][-1:] == ["first words"],
+        "bob to get it",
+    )

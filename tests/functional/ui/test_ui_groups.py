@@ -41,12 +41,12 @@ async def test_create_talk_remove_rename_and_leave_from_the_keyboard(
             chat_server.url, chat_server.tokens["alice"], tmp_path / "alice"
         ) as (app, pilot):
             await online(app, pilot)
-            # ctrl+g: a title, then the members; Enter in the title moves to the members.
+            # ctrl+g: one line, the title, a colon, the members.
             await pilot.press("ctrl+g")
             await wait_until(
                 pilot, lambda: type(app.screen).__name__ == "CreateGroupScreen", "dialog"
             )
-            await pilot.press(*"Trip", "enter", *"bob, carol", "enter")
+            await pilot.press(*"Trip: bob, carol", "enter")
             # Confirmed by the server: the pending "+…" key became "#conv".
             await wait_until(pilot, lambda: (app.peer or "").startswith("#"), "the group open")
             key = group_key(app)
@@ -168,3 +168,15 @@ def test_a_failed_group_command_offers_no_edit_and_says_what_it_was() -> None:
         state=OutState.FAILED, error="x",
     )  # fmt: skip
     assert "e edit" in (state_line(text, Hints()) or "")
+
+
+def test_the_create_line_is_parsed_or_refused_with_the_reason() -> None:
+    from tui_chat.ui.group_screens import parse_group
+
+    assert parse_group("Lunch: bob, carol") == ("Lunch", ["bob", "carol"])
+    assert parse_group("Meet at 12:30: @bob carol bob") == ("Meet at 12:30", ["bob", "carol"])
+    assert parse_group("Just me:") == ("Just me", [])
+    assert isinstance(parse_group("Lunch bob carol"), str)  # no colon: says how
+    assert isinstance(parse_group(": bob"), str)  # no title
+    problem = parse_group("Lunch: bob, Carol!")
+    assert isinstance(problem, str) and "Carol!" in problem
