@@ -403,17 +403,12 @@ class Writer:
         seen: dict[tuple[int, str], Stored | None],
         touched: dict[str, int],
     ) -> Outcome:
-        closed = self._session_closed(conn, req.sender_id, req.token_hash)
-        if closed is not None:
-            return closed
+        decided = self._decided(
+            conn, req, seen, "this message was cancelled; it will never be sent"
+        )
+        if decided is not None:
+            return decided
         key = (req.sender_id, req.client_id)
-        known = self._registered(conn, key, seen)
-        if isinstance(known, Tombstoned):
-            return Refused(
-                ErrorCode.CANCELLED, "this message was cancelled; it will never be sent", False
-            )
-        if known is not None:
-            return known
         to_id = self._recipient(conn, req.to)
         if to_id is None:
             return Refused(ErrorCode.UNKNOWN_PEER, f"there is no user {req.to!r}", False)
@@ -478,6 +473,23 @@ class Writer:
 
     # ------------------------------------------------------------ groups
 
+    def _decided(
+        self,
+        conn: sqlite3.Connection,
+        req: SendRequest | GroupRequest,
+        seen: dict[tuple[int, str], Stored | None],
+        cancelled: str,
+    ) -> Outcome:
+        """What is already settled for a send or command before any rule: a closed
+        session, a tombstoned client_id, or the original ack of a duplicate (None: new)."""
+        closed = self._session_closed(conn, req.sender_id, req.token_hash)
+        if closed is not None:
+            return closed
+        known = self._registered(conn, (req.sender_id, req.client_id), seen)
+        if isinstance(known, Tombstoned):
+            return Refused(ErrorCode.CANCELLED, cancelled, False)
+        return known
+
     def _store_group(
         self,
         conn: sqlite3.Connection,
@@ -486,17 +498,12 @@ class Writer:
         touched: dict[str, int],
     ) -> Outcome:
         """A send to a group or a group command: registry first, then the rules, then the event."""
-        closed = self._session_closed(conn, req.sender_id, req.token_hash)
-        if closed is not None:
-            return closed
+        decided = self._decided(
+            conn, req, seen, "this client_id was cancelled; it will never be stored"
+        )
+        if decided is not None:
+            return decided
         key = (req.sender_id, req.client_id)
-        known = self._registered(conn, key, seen)
-        if isinstance(known, Tombstoned):
-            return Refused(
-                ErrorCode.CANCELLED, "this client_id was cancelled; it will never be stored", False
-            )
-        if known is not None:
-            return known
         if isinstance(req, SendRequest):
             outcome = self._group_send(conn, req, touched)
         elif req.op == GroupOp.CREATE:
