@@ -655,8 +655,10 @@ class ClientProc:
 
     async def _read_stderr(self, stream: asyncio.StreamReader) -> None:
         while raw := await stream.readline():
-            if len(self.stderr) < 200:
-                self.stderr.append(raw.decode("utf-8", "replace").rstrip())
+            self.stderr.append(raw.decode("utf-8", "replace").rstrip())
+            if len(self.stderr) > 400:
+                # Bounded: the first lines (startup) and the latest ones (the failure).
+                del self.stderr[100:200]
 
     async def command(self, cmd: dict[str, Any], within: float = COMMAND_TIMEOUT) -> dict[str, Any]:
         """Send one command and return its ``ok`` or ``error`` reply (an error if it died)."""
@@ -1308,6 +1310,26 @@ def _save_logs(workdir: Path, schedule: Schedule, run: _Run, result: ScheduleRes
         "server_stderr": run.server.stderr_lines if run.server else [],
     }
     (workdir / "logs.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+
+
+def failure_digest(result: ScheduleResult, lines: int = 40) -> str:
+    """What a failed schedule's devices logged, for a CI log that outlives its temp dir.
+
+    The tail of each device's stderr and of its event lines, and the server's stderr.
+    """
+    if result.workdir is None or not (result.workdir / "logs.json").exists():
+        return f"seed {result.seed} #{result.index}: no logs kept"
+    data = json.loads((result.workdir / "logs.json").read_text(encoding="utf-8"))
+    out = [f"--- seed {result.seed} #{result.index}: notes {data['notes']}"]
+    for name, client in data["clients"].items():
+        events = [line for inc in client["incarnations"] for line in inc["lines"]]
+        out.append(f"--- {name}: {len(client['incarnations'])} runs; stderr tail:")
+        out += [f"  {x}" for x in client["stderr"][-lines:]]
+        out.append(f"--- {name}: event tail:")
+        out += [f"  {str(x)[:300]}" for x in events[-lines:]]
+    out.append("--- server stderr tail:")
+    out += [f"  {x}" for x in data["server_stderr"][-lines:]]
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------- many schedules

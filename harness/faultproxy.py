@@ -29,6 +29,10 @@ most ``_READ_SIZE`` bytes, and a full queue stops reading from the sender, so TC
 pushes back on it. In blackhole mode bytes are read and discarded, never buffered: switching
 back to ``pass_through`` does not deliver what was sent meanwhile, as on a real lossy link that
 gave up. FIN and RST are swallowed too, so a blackholed peer never learns the other side left.
+A connection that lost bytes is dead once its blackhole ends: the first byte either way after
+that resets it, as a peer whose TCP gave up answers with RST. It never resumes with a hole in
+its stream, which no real link produces (TCP delivers every byte in order or ends the
+connection); a hole would let a test lose a frame that no real network could lose.
 
 The proxy only listens on and connects to loopback addresses.
 """
@@ -141,6 +145,8 @@ class _Connection:
         self.budget_used = 0
         self.closed = False
         self._legs_done: set[_Leg] = set()
+        # Legs that discarded data bytes in blackhole mode (see the module docstring).
+        self.lost: set[_Leg] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -200,7 +206,11 @@ class _Connection:
                     # The mode may have changed while this chunk was in flight.
                     policy = self._proxy._policies[leg]
                 if data and policy.kind == "blackhole":
+                    self.lost.add(leg)
                     continue
+                if data and self._gave_up():
+                    self.close(rst=True)
+                    return
                 if not data:
                     self._end_leg(leg, sink, rst=data is None, quiet=policy.kind == "blackhole")
                     return
@@ -235,6 +245,11 @@ class _Connection:
                 # Sleeping even for 0 s lets the peer read each piece on its own.
                 await asyncio.sleep(policy.delay)
         return True
+
+    def _gave_up(self) -> bool:
+        """Bytes were lost on a leg whose blackhole is over: the connection is dead."""
+        policies = self._proxy._policies
+        return any(policies[leg].kind != "blackhole" for leg in self.lost)
 
     def _end_leg(self, leg: _Leg, sink: asyncio.StreamWriter, *, rst: bool, quiet: bool) -> None:
         if rst and not quiet:

@@ -29,6 +29,7 @@ from harness.chaos import (
     GROUP_ACTIONS,
     GROUP_FAULT_KINDS,
     SERVER_FAULTS,
+    failure_digest,
     make_group_schedule,
     make_schedule,
     run_schedules,
@@ -108,6 +109,9 @@ async def test_short_chaos_sweep_finds_no_violation(tmp_path: Path) -> None:
         convergence_limit=SUITE_CONVERGENCE,
     )
     print(summary.text())
+    for r in results:
+        if not r.ok or r.converged_in is None:
+            print(failure_digest(r))
     assert summary.schedules == SWEEP_SCHEDULES
     assert summary.messages >= 40 * SWEEP_SCHEDULES
     assert sum(summary.faults.values()) >= 3 * SWEEP_SCHEDULES
@@ -213,6 +217,9 @@ async def test_short_group_chaos_sweep_finds_no_violation(tmp_path: Path) -> Non
         convergence_limit=SUITE_CONVERGENCE,
     )
     print(summary.text())
+    for r in results:
+        if not r.ok or r.converged_in is None:
+            print(failure_digest(r))
     assert summary.schedules == GROUP_SWEEP_SCHEDULES
     assert all(r.converged_in is not None for r in results)
     problems = [f"seed {r.seed} #{r.index}: {v}" for r in results for v in r.report.violations]

@@ -166,11 +166,25 @@ async def test_blackhole_drops_bytes_and_keeps_sockets_open(
     assert not writer.transport.is_closing()
     assert proxy.active == 1
 
-    # Dropped, not buffered: only what is sent after the switch arrives.
+    # Dropped, not buffered, and the stream never resumes with a hole in it: the first
+    # byte after the blackhole resets the connection, as a peer whose TCP gave up does.
+    proxy.pass_through()
+    writer.write(b"after")
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(reader.read(100), STEP)
+    assert echo.received == b"before"
+    writer.close()
+
+
+async def test_an_idle_link_survives_a_blackhole(proxy: FaultProxy, echo: EchoServer) -> None:
+    reader, writer = await open_client(proxy)
+    await roundtrip(reader, writer, b"before")
+    proxy.blackhole()
+    await assert_nothing_arrives(reader)
+    # Nothing was lost, so nothing is missing from the stream: it goes on.
     proxy.pass_through()
     await roundtrip(reader, writer, b"after")
     assert echo.received == b"beforeafter"
-    await assert_nothing_arrives(reader)
     writer.close()
 
 
@@ -355,6 +369,11 @@ async def test_websocket_blackhole_down_loses_only_the_reply(ws_proxy: FaultProx
             await asyncio.wait_for(ws.recv(), QUIET)
         assert ws_proxy.bytes_up > 0
         ws_proxy.pass_through()
+        # The reply was lost, so this link is dead: the next frame resets it.
+        await ws.send("again")
+        with pytest.raises(ConnectionClosedError):
+            await asyncio.wait_for(ws.recv(), STEP)
+    async with connect(ws_proxy.url, proxy=None, open_timeout=STEP) as ws:
         await ws.send("again")
         assert await asyncio.wait_for(ws.recv(), STEP) == "again"
 
