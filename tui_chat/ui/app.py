@@ -36,9 +36,15 @@ from tui_chat.core.models import (
     OutState,
 )
 from tui_chat.protocol import USER_RE
+from tui_chat.ui import commands
 from tui_chat.ui import engine_events as ev
 from tui_chat.ui.composer import Composer
-from tui_chat.ui.group_screens import AskLineScreen, CreateGroupScreen, check_user_name
+from tui_chat.ui.group_screens import (
+    AskLineScreen,
+    CreateGroupScreen,
+    check_user_name,
+    parse_group,
+)
 from tui_chat.ui.groups_text import conversation_name, is_pending_group, name_colour
 from tui_chat.ui.message_view import MessageView
 from tui_chat.ui.render import Hints
@@ -420,25 +426,20 @@ class ChatApp(App[int]):
         def done(answer: tuple[str, list[str]] | None) -> None:
             if answer is None:
                 return
-            title, members = answer
-            try:
-                created = self.engine.create_group(title, members)
-            except ValueError as exc:
-                self.notify(str(exc), severity="error", markup=False)
-                return
-            # The group is pending ("+…") until the server confirms it; the list says so.
-            self.open_conversation(created.peer)
-            self.composer.focus()
+            self._create_group(*answer)
 
         self.push_screen(CreateGroupScreen(), done)
 
-    def _open_group(self, *, manage: bool = False) -> ConversationSummary | None:
-        """The open conversation if it is a group we are in (else say why not)."""
-        if self.peer is None or self._summary(self.peer).kind is not ConvKind.GROUP:
+    def _open_group(
+        self, *, manage: bool = False, key: str | None = None
+    ) -> ConversationSummary | None:
+        """The open conversation (or ``key``) if it is a group we are in (else say why not)."""
+        key = key or self.peer
+        if key is None or self._summary(key).kind is not ConvKind.GROUP:
             self.notify("Open a group first (ctrl+g creates one)", markup=False)
             return None
-        summary = self._summary(self.peer)
-        if is_pending_group(self.peer):
+        summary = self._summary(key)
+        if is_pending_group(key):
             self.notify("The group is still being created", markup=False)
             return None
         if not summary.joined:
@@ -452,11 +453,13 @@ class ChatApp(App[int]):
             return None
         return summary
 
-    def _group_command(self, command: Callable[[], ChatMessage]) -> None:
+    def _group_command(self, command: Callable[[], ChatMessage]) -> bool:
         try:
             command()
         except ValueError as exc:
             self.notify(str(exc), severity="error", markup=False)
+            return False
+        return True
 
     def action_toggle_members(self) -> None:
         shown = self.query_one("#members", Static).has_class("shown")
@@ -467,17 +470,25 @@ class ChatApp(App[int]):
         if self.peer is not None and self._members_shown is None:
             self._set_title()
 
+    def _add_problem(self, summary: ConversationSummary, value: str) -> str | None:
+        problem = check_user_name(value)
+        if problem is None and value.removeprefix("@") in summary.members:
+            return f"{value} is already a member"
+        return problem
+
+    def _remove_problem(self, summary: ConversationSummary, value: str) -> str | None:
+        name = value.removeprefix("@")
+        if name == self.me:
+            return "To leave the group, use F8 (or /leave)"
+        if name not in summary.members:
+            return f"{value} is not a member"
+        return None
+
     def action_add_member(self) -> None:
         summary = self._open_group(manage=True)
         if summary is None:
             return
         key = summary.peer
-
-        def check(value: str) -> str | None:
-            problem = check_user_name(value)
-            if problem is None and value.removeprefix("@") in summary.members:
-                return f"{value} is already a member"
-            return problem
 
         def done(name: str | None) -> None:
             if name:
@@ -485,6 +496,7 @@ class ChatApp(App[int]):
                 self._group_command(lambda: self.engine.add_member(key, user))
 
         question = f"Add to {conversation_name(summary)} (user name):"
+        check = partial(self._add_problem, summary)
         self.push_screen(AskLineScreen(question, placeholder="e.g. dave", check=check), done)
 
     def action_remove_member(self) -> None:
@@ -493,14 +505,6 @@ class ChatApp(App[int]):
             return
         key = summary.peer
 
-        def check(value: str) -> str | None:
-            name = value.removeprefix("@")
-            if name == self.me:
-                return "To leave the group, use F8"
-            if name not in summary.members:
-                return f"{value} is not a member"
-            return None
-
         def done(name: str | None) -> None:
             if name:
                 user = name.removeprefix("@")
@@ -508,6 +512,7 @@ class ChatApp(App[int]):
 
         others = ", ".join(clean(m, single_line=True) for m in summary.members if m != self.me)
         question = f"Remove from {conversation_name(summary)} ({others}):"
+        check = partial(self._remove_problem, summary)
         self.push_screen(AskLineScreen(question, check=check), done)
 
     def action_rename_group(self) -> None:
@@ -544,6 +549,17 @@ class ChatApp(App[int]):
             " its history stays here. Type yes:"
         )
         self.push_screen(AskLineScreen(question, check=check), done)
+
+    def _create_group(self, title: str, members: list[str]) -> bool:
+        try:
+            created = self.engine.create_group(title, members)
+        except ValueError as exc:
+            self.notify(str(exc), severity="error", markup=False)
+            return False
+        # The group is pending ("+…") until the server confirms it; the list says so.
+        self.open_conversation(created.peer)
+        self.composer.focus()
+        return True
 
     # ------------------------------------------------------------ composing
 
@@ -583,6 +599,79 @@ class ChatApp(App[int]):
     @on(Composer.Refused)
     def _refused(self, event: Composer.Refused) -> None:
         self.notify(event.reason, severity="warning", markup=False)
+
+    @on(Composer.Command)
+    async def _command(self, event: Composer.Command) -> None:
+        if not await self.run_command(event.invocation, event.peer):
+            # It could not run: the line comes back to be fixed, with the reason shown.
+            self.composer.give_back(event.text)
+
+    async def run_command(self, invocation: commands.Invocation, peer: str | None) -> bool:
+        """Run a slash command typed while ``peer`` was open; False if it could not run."""
+        name, arg = invocation.command.name, invocation.arg
+        if name == "help":
+            self.action_help()
+        elif name == "quit":
+            await self.action_quit()
+        elif name == "me":
+            if peer is None:
+                self.notify("Start a conversation first (ctrl+o)", markup=False)
+                return False
+            self._send(Composer.Send(peer, f"* {self.me} {arg}"))
+        elif name == "new":
+            return await self._new_by_name(arg)
+        elif name == "create":
+            parsed = parse_group(arg)
+            if isinstance(parsed, str):
+                self.notify(parsed, severity="warning", markup=False)
+                return False
+            return self._create_group(*parsed)
+        elif name == "leave":
+            if self._open_group(key=peer) is None:
+                return False
+            self.action_leave_group()  # it asks first
+        else:
+            return self._group_line_command(name, arg, peer)
+        return True
+
+    def _group_line_command(self, name: str, arg: str, peer: str | None) -> bool:
+        """/add, /remove and /rename: the dialog's checks, without the dialog."""
+        summary = self._open_group(manage=name != "rename", key=peer)
+        if summary is None:
+            return False
+        key = summary.peer
+        if name == "rename":
+            return self._group_command(lambda: self.engine.rename_group(key, arg))
+        check = self._add_problem if name == "add" else self._remove_problem
+        problem = check(summary, arg)
+        if problem is not None:
+            self.notify(problem, severity="warning", markup=False)
+            return False
+        user = arg.removeprefix("@")
+        if name == "add":
+            return self._group_command(lambda: self.engine.add_member(key, user))
+        return self._group_command(lambda: self.engine.remove_member(key, user))
+
+    async def _new_by_name(self, name: str) -> bool:
+        name = name.removeprefix("@")
+        if not USER_RE.match(name):
+            self.notify("User names are 1-32 characters of a-z, 0-9, '_', '.', '-'.", markup=False)
+            return False
+        if name not in self.conv_list.summaries:
+            exists = await self.engine.lookup_user(name)
+            if exists is False:
+                self.notify(f"No such user: {name}. Check the name.", markup=False)
+                return False
+            if exists is None:
+                self.notify(
+                    f"Could not check that {name} exists (no answer from the server);"
+                    " if the name is wrong, messages to it will fail",
+                    severity="warning",
+                    markup=False,
+                )
+        self.open_conversation(name)
+        self.composer.focus()
+        return True
 
     @on(Composer.ToMessages)
     def _to_messages(self) -> None:
@@ -710,6 +799,9 @@ class ChatApp(App[int]):
                 rows.append((shown, self.HELP_TEXT[binding.id]))
         rows.append(("alt+1 … alt+9", "jump to the conversation with that number in the list"))
         rows.append(("ctrl+k", "command palette"))
+        # The composer's slash commands (Tab completes a name; //text sends "/text").
+        rows += [(c.usage, c.summary) for c in commands.COMMANDS]
+        rows.append(("//text", "send text that starts with a slash"))
         return rows
 
     def _bindings_in_order(self) -> list[Binding]:

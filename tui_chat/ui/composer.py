@@ -9,6 +9,8 @@ inserts a newline.
 
 The composer checks what it can before it lets go of the text (the server's body
 limit, a conversation to send to), so a refused message stays where it was typed.
+A line that is a slash command (see :mod:`tui_chat.ui.commands`) is handed to the app as
+a :class:`Composer.Command` instead, and a mistyped one stays, with the reason.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
 
-PLACEHOLDER = "Write a message · Enter sends · ctrl+j new line"
+from tui_chat.ui import commands
+
+PLACEHOLDER = "Write a message · Enter sends · ctrl+j new line · /help"
 EDIT_PLACEHOLDER = "Editing: Enter resends in its place, Esc cancels"
 # The counter appears once a message is this close to the limit.
 COUNTER_FROM = 0.9
@@ -77,6 +81,15 @@ class Composer(TextArea):
 
     class ToMessages(Message):
         pass
+
+    class Command(Message):
+        """Enter on a slash command: it has already left the composer."""
+
+        def __init__(self, invocation: commands.Invocation, peer: str | None, text: str) -> None:
+            super().__init__()
+            self.invocation = invocation
+            self.peer = peer  # the open conversation at the time of Enter
+            self.text = text  # as typed: given back if the command cannot run
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(
@@ -164,12 +177,20 @@ class Composer(TextArea):
             self.post_message(self.Resend(self.editing, body))
             self.end_edit()
             return
+        parsed = commands.parse(body)
+        if isinstance(parsed, commands.Problem):
+            self.post_message(self.Refused(parsed.reason))
+            return
+        if isinstance(parsed, commands.Invocation):
+            self.load_text("")
+            self.post_message(self.Command(parsed, self.peer, body))
+            return
         if self.peer is None:
             self.post_message(self.Refused("Start a conversation first (ctrl+o)"))
             return
         # Taken and cleared in the same step: the next key lands in an empty composer.
         self.load_text("")
-        self.post_message(self.Send(self.peer, body))
+        self.post_message(self.Send(self.peer, parsed.body))
 
     def _show_counter(self) -> None:
         n = len(self.text)
@@ -197,6 +218,13 @@ class Composer(TextArea):
     def action_to_messages(self) -> None:
         if not self.text:
             self.post_message(self.ToMessages())
+            return
+        # Tab on a half-typed /command completes it.
+        text, names = commands.complete(self.text)
+        if text != self.text:
+            self.set_text(text)
+        if len(names) > 1:
+            self.notify("  ".join("/" + n for n in names), title="Commands", markup=False)
 
     # ------------------------------------------------------------ editing
 
