@@ -373,12 +373,6 @@ class ChatApp(App[int]):
         extra = [self.conv_list.summaries[p] for p in self.conv_list.order if p not in listed]
         self.conv_list.show([*summaries, *extra], self.peer)
 
-    @on(ConversationList.OptionSelected)
-    def _picked(self, event: ConversationList.OptionSelected) -> None:
-        if event.option.id:
-            self.open_conversation(event.option.id)
-            self.composer.focus()
-
     @on(ConversationList.Opened)
     def _opened(self, event: ConversationList.Opened) -> None:
         self.open_conversation(event.peer)
