@@ -240,8 +240,8 @@ class ConversationList(ScrollView, can_focus=True):
 
     def scroll_to_highlight(self, top: bool = False) -> None:
         highlighted = self.highlighted
-        if highlighted is None or not self.is_mounted:
-            return
+        if highlighted is None or not self.is_mounted or not self.scrollable_content_region:
+            return  # not laid out yet: on_show scrolls it into view
         self._update_virtual_size()
         self.scroll_to_region(
             Region(
