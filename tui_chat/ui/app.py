@@ -90,7 +90,8 @@ def while_shown(
 
     @functools.wraps(handler)
     def run(app: ChatApp, message: M) -> None:
-        if app.query(MessageView):
+        # At shutdown the sidebar goes before the message view: both must still be there.
+        if bool(app.query(MessageView)) and bool(app.query(ConversationList)):
             handler(app, message)
 
     return run
