@@ -96,7 +96,8 @@ def while_shown(
 
     @functools.wraps(handler)
     def run(app: ChatApp, message: M) -> None:
-        if app.query(MessageView):
+        # At shutdown the sidebar goes before the message view: both must still be there.
+        if bool(app.query(MessageView)) and bool(app.query(ConversationList)):
             handler(app, message)
 
     return run
@@ -378,12 +379,6 @@ class ChatApp(App[int]):
         # Conversations opened here that have no message yet stay, at the end.
         extra = [self.conv_list.summaries[p] for p in self.conv_list.order if p not in listed]
         self.conv_list.show([*summaries, *extra], self.peer)
-
-    @on(ConversationList.OptionSelected)
-    def _picked(self, event: ConversationList.OptionSelected) -> None:
-        if event.option.id:
-            self.open_conversation(event.option.id)
-            self.composer.focus()
 
     @on(ConversationList.Opened)
     def _opened(self, event: ConversationList.Opened) -> None:

@@ -223,7 +223,8 @@ def _markup_false(call: ast.Call) -> bool:
 
 
 def test_ui_source_never_lets_markup_through() -> None:
-    """Every notify() passes markup=False; Static/Label/OptionList get markup=False or a literal.
+    """Every notify() passes markup=False; Static/Label/OptionList get markup=False or a literal;
+    no markup is parsed from a non-literal (``Content.from_markup``).
 
     (Command palette titles are always parsed by Textual; the hostile-server test below
     checks that a peer's name never gets there unvetted.)
@@ -250,6 +251,11 @@ def test_ui_source_never_lets_markup_through() -> None:
                     offenders.append(f"{where}: {name}() of a non-literal without markup=False")
                 if name == "Option" and isinstance(first, ast.JoinedStr | ast.Name):
                     offenders.append(f"{where}: Option() with a str prompt (markup is parsed)")
+            elif name in ("from_markup", "render_markup") and call.args:
+                # The conversation list renders Content itself: only from Text, never markup.
+                first = call.args[0]
+                if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+                    offenders.append(f"{where}: {name}() of a non-literal")
     assert notify_calls >= 10, "the guard found too few notify() calls: is it still looking?"
     assert not offenders, "\n".join(offenders)
 
