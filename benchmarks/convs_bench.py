@@ -25,13 +25,13 @@ marker. For each repeat, in alternating order of the stores:
 
 One untimed app (of the 2-conversation store) runs first: the first app of a process pays
 for imports and the stylesheet. Figures are medians over repeats of each repeat's median;
-``os.getloadavg()`` is printed beside them. ``--profile`` prints the top functions of one
-open of the big store under cProfile (not a run to quote timings from).
+``os.getloadavg()`` is printed beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import asyncio
 import os
 import random
@@ -136,6 +136,10 @@ async def measure(store_path: Path, conversations: int, switches: int) -> dict[s
     from tui_chat.ui.app import ChatApp
 
     newest = peer_name(0)
+    # Each open starts as in a fresh process, without the garbage of the apps measured
+    # before it: otherwise whichever open sets off a full collection pays for collecting
+    # every earlier app (131-287 ms measured), and that lottery decided single figures.
+    gc.collect()
     t0, c0 = time.perf_counter(), time.process_time()
     store = LocalStore(store_path, ME)
     cfg = client_config(ME, "x", "ws://127.0.0.1:9", store_path.parent)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tui_chat.core.store import LocalStore
+from tui_chat.core.models import OutState
+from tui_chat.core.store import LocalStore, OutboxRow
 
 ME = "alice"
 PEERS = ["bob", "carol", "dave"]
@@ -127,6 +128,8 @@ def check_live(store: LocalStore, m: Model) -> None:
             assert store.watermark(m.conv_of[peer]) == m.wm(m.conv_of[peer])
     order = list(m.read_seq)  # first contact first: the order the store keeps
     assert store.peers() == order
+    # All summaries at once (opening the app) say what one at a time says.
+    assert store.summaries([]) == [store.summary(peer, []) for peer in order]
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -181,3 +184,35 @@ def test_counters_match_the_model(tmp_path: Path, seed: int) -> None:
     check_live(store, model)
     store.close()
     assert committed_rows(path) == expected_rows(model)
+
+
+def test_all_summaries_at_once_count_open_rows_and_groups_as_one_at_a_time(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path / "s.db", ME)
+    store.ensure_conversation("bob", "c-bob")
+    for seq in (1, 2, 3):
+        store.insert_message("c-bob", seq, "bob", ME, f"b{seq}", f"hi {seq}", seq)
+    store.advance_watermark("c-bob")
+    store.ensure_conversation("#g1", "g1")
+    store.insert_message(
+        "g1", 1, "carol", "", "g-1", "", 5, kind="created", title="Trip", members=[ME, "carol"]
+    )
+    store.recompute_group("#g1", "g1")
+    store.ensure_conversation("dave", None)  # no message yet
+    rows = [
+        OutboxRow("o1", "bob", "one", 10, 1, state=OutState.FAILED),
+        OutboxRow("o2", "dave", "two", 11, 2),
+        OutboxRow("o3", "bob", "three", 12, 3),
+    ]
+    for r in rows:
+        store.add_outbox(r)
+    store.commit()
+    together = store.summaries(rows)
+    assert together == [store.summary(peer, rows) for peer in store.peers()]
+    by_peer = {s.peer: s for s in together}
+    assert (by_peer["bob"].failed, by_peer["bob"].pending) == (1, 1)
+    assert by_peer["bob"].last is not None and by_peer["bob"].last.body == "three"
+    assert by_peer["#g1"].title == "Trip" and by_peer["#g1"].members == (ME, "carol")
+    assert by_peer["dave"].last is not None and by_peer["dave"].last.body == "two"
+    store.close()

@@ -163,8 +163,7 @@ class Engine:
         return [self._replica.view(r) for r in self._outbox.ordered()]
 
     def conversations(self) -> list[ConversationSummary]:
-        open_rows = self._outbox.values()
-        return [self.store.summary(peer, open_rows) for peer in self.store.peers()]
+        return self.store.summaries(self._outbox.values())
 
     def conversation(self, peer: str) -> ConversationSummary:
         return self.store.summary(peer, self._outbox.values())
