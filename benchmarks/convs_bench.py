@@ -31,8 +31,8 @@ for imports and the stylesheet. Figures are medians over repeats of each repeat'
 from __future__ import annotations
 
 import argparse
-import gc
 import asyncio
+import gc
 import os
 import random
 import shutil
