@@ -74,6 +74,9 @@ class ChatMessage(msgspec.Struct, frozen=True):
     user: str | None = None
     title: str | None = None
     mentions_me: bool = False
+    # When it was written on this device (the outbox row's time), kept once it is sent, so
+    # the time a view shows does not jump to the server's; None if written elsewhere.
+    written: int | None = None
 
     @property
     def key(self) -> tuple[str, str]:

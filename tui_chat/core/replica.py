@@ -72,6 +72,7 @@ class Replica:
             user=msg.user,
             title=msg.title,
             mentions_me=not own and msg.kind == _K.TEXT and mentions(msg.body, self.user),
+            written=self.store.written_at(msg.client_id) if own else None,
         )
 
     # ------------------------------------------------------------ outbox rows

@@ -644,6 +644,13 @@ class LocalStore:
         ).fetchone()
         return None if row is None else self._msg_view(row)
 
+    def written_at(self, client_id: str) -> int | None:
+        """When an own message was written on this device (its outbox row), if it was."""
+        row = self._db.execute(
+            "SELECT created_at FROM outbox WHERE client_id=?", (client_id,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
     def _msg_view(self, row: tuple[object, ...]) -> ChatMessage:
         conv, seq, sender, to, client_id, body, ts, kind, user, title, _members = row
         own = sender == self.user
@@ -663,6 +670,7 @@ class LocalStore:
             user=None if user is None else str(user),
             title=None if title is None else str(title),
             mentions_me=not own and text and mentions(str(body), self.user),
+            written=self.written_at(str(client_id)) if own else None,
         )
 
     # ------------------------------------------------------------ reads
@@ -841,6 +849,7 @@ class LocalStore:
             kind=OP_KIND.get(row.op, MessageKind.TEXT),
             user=member,
             title=title,
+            written=row.created_at,
         )
 
     # ------------------------------------------------------------ queries for views

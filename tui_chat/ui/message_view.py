@@ -30,7 +30,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tui_chat.core.models import ChatMessage, OutState
-from tui_chat.ui.render import Hints, Styles, render_message
+from tui_chat.ui import dates
+from tui_chat.ui.render import Hints, Styles, day_separator, render_message
 
 Key = tuple[str, str]
 # Most messages wrapped again when the view's width changes (see _trim_for_relayout).
@@ -112,9 +113,15 @@ class MessageView(ScrollView, can_focus=True):
         # every Strip carries several small caches of its own, and 4096 messages' strips are
         # ~150k objects that every full GC pass scans (measured with 20,000 loaded: 171 ms
         # of CPU per pass with 4096, 56 ms with 512). Heights are kept apart (below).
-        self._cache: LRUCache[tuple[ChatMessage, int, bool], list[Strip]] = LRUCache(512)
-        # Lines per message at the current width (selection and styles do not change it).
-        self._height_of: dict[ChatMessage, int] = {}
+        self._cache: LRUCache[tuple[ChatMessage, int, bool, str | None], list[Strip]] = LRUCache(
+            512
+        )
+        # Lines per message at the current width, and whether a day separator is above it
+        # (selection and styles do not change it; the separator's words do not either).
+        self._height_of: dict[tuple[ChatMessage, bool], int] = {}
+        # Local day of each message's shown time (see dates.day_of), memoised: a re-index
+        # of many loaded messages compares every neighbour.
+        self._day: dict[ChatMessage, tuple[int, int]] = {}
         self._styles: Styles | None = None
         self.hints = hints or Hints()
         # The user's own name: group event lines say "you" for it.
@@ -240,9 +247,10 @@ class MessageView(ScrollView, can_focus=True):
         for i in range(start, len(items)):
             msg = items[i]
             index[msg.key] = i
-            height = height_of.get(msg)
+            hkey = (msg, self._day_break(i))
+            height = height_of.get(hkey)
             if height is None:
-                height = height_of[msg] = len(self._strips(i))
+                height = height_of[hkey] = len(self._strips(i))
             offsets.append(line)
             heights.append(height)
             line += height
@@ -252,23 +260,37 @@ class MessageView(ScrollView, can_focus=True):
         self.virtual_size = Size(self._width, self._total)
         self.refresh()
 
+    def _day_of(self, msg: ChatMessage) -> tuple[int, int]:
+        day = self._day.get(msg)
+        if day is None:
+            if len(self._day) > 4 * len(self.items) + 1000:
+                self._day.clear()  # bounded by what is loaded
+            day = self._day[msg] = dates.day_of(dates.shown_ts(msg))
+        return day
+
+    def _day_break(self, index: int) -> bool:
+        """A day separator above item ``index``: the first item, or a new day."""
+        items = self.items
+        if index == 0:
+            return True
+        return self._day_of(items[index]) != self._day_of(items[index - 1])
+
     def _strips(self, index: int) -> list[Strip]:
         msg = self.items[index]
         selected = index == self.selected
-        cache_key = (msg, self._width, selected)
+        # The words are part of the key: at midnight "Today" becomes "Yesterday".
+        label = dates.day_label(dates.shown_ts(msg)) if self._day_break(index) else None
+        cache_key = (msg, self._width, selected, label)
         cached = self._cache.get(cache_key)
         if cached is not None:
             # Keyed by the message's value: a changed message is a different key.
             return cached
+        console, styles = self.app.console, self._get_styles()
         strips = render_message(
-            msg,
-            self._width,
-            self.app.console,
-            self._get_styles(),
-            self.hints,
-            selected=selected,
-            me=self.me,
+            msg, self._width, console, styles, self.hints, selected=selected, me=self.me
         )
+        if label is not None:
+            strips.insert(0, day_separator(label, self._width, console, styles))
         self._cache[cache_key] = strips
         return strips
 
@@ -357,9 +379,11 @@ class MessageView(ScrollView, can_focus=True):
         # Keys are values, so this is not needed for correctness: it frees the old
         # rendering of a message that is being replaced, and makes its height be measured again.
         msg = self.items[index]
-        self._height_of.pop(msg, None)
+        for brk in (True, False):
+            self._height_of.pop((msg, brk), None)
+        label = dates.day_label(dates.shown_ts(msg)) if self._day_break(index) else None
         for selected in (True, False):
-            self._cache.discard((msg, self._width, selected))
+            self._cache.discard((msg, self._width, selected, label))
 
     def watch_selected(self, old: int | None, new: int | None) -> None:
         if not self.items:

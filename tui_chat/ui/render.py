@@ -8,7 +8,6 @@ markup, so ``[bold]`` or ``[@click=app.quit]`` shows as typed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from rich.console import Console
 from rich.segment import Segment
@@ -18,6 +17,7 @@ from textual.strip import Strip
 
 from tui_chat.core.models import ChatMessage, OutState, is_group_key
 from tui_chat.protocol import MessageKind
+from tui_chat.ui import dates
 from tui_chat.ui.groups_text import event_line, name_colour
 from tui_chat.ui.sanitize import clean
 
@@ -52,8 +52,18 @@ class Hints:
     undo: str = "u"
 
 
-def _time(ts: int) -> str:
-    return datetime.fromtimestamp(ts / 1000).strftime("%H:%M")
+def _time(msg: ChatMessage, selected: bool) -> str:
+    """HH:MM of when it was written; the full date (and the server's time) when selected."""
+    return dates.selected_time(msg) if selected else dates.clock(dates.shown_ts(msg))
+
+
+def day_separator(label: str, width: int, console: Console, styles: Styles) -> Strip:
+    """``──── Today ────``: the line above the first message of a day."""
+    words = f" {label} "
+    side = max(2, (width - len(words)) // 2)
+    text = Text("─" * side + words + "─" * side, style=styles.meta)
+    text.truncate(width)
+    return _to_strips([text], width, console, styles)[0]
 
 
 def state_line(msg: ChatMessage, hints: Hints) -> str | None:
@@ -109,7 +119,7 @@ def render_event(
     mark = MARKS.get(msg.state, "") if msg.own and msg.state not in (None, OutState.SENT) else ""
     words = event_line(msg, me)
     text = Text(f"{mark} {words}" if mark else words, style=style)
-    text.append(f" · {_time(msg.ts)}", style=style)
+    text.append(f" · {_time(msg, selected)}", style=style)
     lines = text.wrap(console, max(8, width - 4), justify="center", overflow="fold")
     out = list(lines)
     extra = state_line(msg, hints) if msg.own and msg.state is not OutState.SENT else None
@@ -149,14 +159,14 @@ def render_message(
 
     if msg.own:
         mark = MARKS.get(msg.state, "") if msg.state else ""
-        header = Text(f"{_time(msg.ts)} you {mark}", style=styles.meta)
+        header = Text(f"{_time(msg, selected)} you {mark}", style=styles.meta)
     else:
         name_style = styles.meta + Style(bold=True)
         if is_group_key(msg.peer):
             # In a group each sender has a colour of their own, the same everywhere.
             name_style = name_style + Style(color=name_colour(msg.sender))
         header = Text(clean(msg.sender, single_line=True), style=name_style)
-        header.append(f" · {_time(msg.ts)}", style=styles.meta)
+        header.append(f" · {_time(msg, selected)}", style=styles.meta)
         if msg.mentions_me:
             header.append(" · mentions you", style=styles.hint + Style(bold=True))
     lines: list[Text] = [header]
