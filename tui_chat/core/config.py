@@ -129,9 +129,30 @@ class UiSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """How the terminal UI looks and what it announces."""
 
     theme: Annotated[str, _doc("a Textual theme name (config check lists them)")] = "textual-dark"
-    bell: Annotated[bool, _doc("ring for a new message in another conversation")] = True
+    bell: Annotated[
+        bool,
+        _doc(
+            "ring for a new message in another conversation, for a mention, and, while the"
+            " terminal is in the background, for a direct message in the open one"
+        ),
+    ] = True
     notify_failures: Annotated[bool, _doc("a toast when a message fails")] = True
     notify_connection: Annotated[bool, _doc("a toast when the connection drops or returns")] = True
+    terminal_title: Annotated[
+        bool,
+        _doc(
+            "name the terminal's title after tui-chat and, while the terminal is in the"
+            " background, the unread count"
+        ),
+    ] = True
+    desktop_notifications: Annotated[
+        Literal["off", "osc777", "osc9"],
+        _doc(
+            "while the terminal is in the background, a desktop notification for a direct"
+            " message or a mention, through the terminal's own escape: osc777 (foot, kitty, WezTerm, urxvt,"
+            " Windows Terminal) or osc9 (iTerm2, kitty, WezTerm)"
+        ),
+    ] = "off"
 
 
 class ClientConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

@@ -50,6 +50,7 @@ from tui_chat.ui.message_view import MessageView
 from tui_chat.ui.render import Hints
 from tui_chat.ui.sanitize import clean
 from tui_chat.ui.screens import HelpScreen, NewConversationScreen
+from tui_chat.ui.terminal import TerminalSignals
 from tui_chat.ui.widgets import ConversationList, StatusBar
 
 PAGE = 200
@@ -169,6 +170,7 @@ class ChatApp(App[int]):
         super().__init__()
         self.engine = engine
         self.ui = ui or UiSection()
+        self.signals = TerminalSignals(self._write_terminal, self.ui.desktop_notifications)
         self._keymap = dict(keymap or {})
         self._run_engine = run_engine
         self.peer: str | None = None
@@ -237,6 +239,9 @@ class ChatApp(App[int]):
         self.composer.not_text = self._jump_keys()
         summaries = self.engine.conversations()
         self.conv_list.show(summaries, None)
+        if self.ui.terminal_title:
+            self.signals.push_title()
+            self._update_title()
         self.query_one("#new-below").display = False
         if summaries:
             self.open_conversation(summaries[0].peer)
@@ -256,7 +261,42 @@ class ChatApp(App[int]):
     async def action_quit(self) -> None:
         # Before the widgets go: at unmount the composer may already be removed.
         self._save_draft()
+        if self.ui.terminal_title:
+            self.signals.pop_title()  # the terminal's own title again
         await super().action_quit()
+
+    def _write_terminal(self, data: str) -> None:
+        # As Textual's own bell() and copy_to_clipboard() write (no public API for it).
+        if not self.is_headless and self._driver is not None:
+            self._driver.write(data)
+
+    # ------------------------------------------------------------ looking away
+
+    def watch_app_focus(self, focused: bool) -> None:
+        """The terminal came to the front (or went to the back): Textual's AppFocus/AppBlur."""
+        # Only now has the user seen what came while away.
+        online = self.engine.status.state is ConnState.ONLINE
+        if focused and online and self.peer is not None and self.screen.is_active:
+            self.engine.mark_read(self.peer)
+        self._update_title()
+
+    def _update_title(self) -> None:
+        if not self.ui.terminal_title or not self.query(ConversationList):
+            return
+        base = f"tui-chat · {self.me}"
+        unread = sum(s.unread for s in self.conv_list.summaries.values())
+        # The engine's count: messages are unread until seen with the terminal in front.
+        self.signals.set_title(f"({unread}) {base}" if unread and not self.app_focus else base)
+
+    def _announce(self, msg: ChatMessage, summary: ConversationSummary) -> None:
+        """A message from someone else arrived live: ring and notify as the user asked."""
+        away = not self.app_focus
+        direct = summary.kind is ConvKind.DIRECT
+        if self.ui.bell and (not self._is_open(msg.peer) or msg.mentions_me or (away and direct)):
+            self.bell()
+        if away and (direct or msg.mentions_me):
+            where = msg.sender if direct else f"{msg.sender} in {self._label(msg.peer)}"
+            self.signals.notify(where, msg.body if msg.kind == "text" else "(a group event)")
 
     async def on_unmount(self) -> None:
         self._save_draft()
@@ -858,14 +898,12 @@ class ChatApp(App[int]):
         if self._is_open(msg.peer):
             if not self._below_window(event):
                 self.view.upsert(msg)
-            # During a catch-up the read mark is set once, at Synced, not per message.
-            if not event.replay and not msg.own and self.screen.is_active:
+            # During a catch-up the read mark is set once, at Synced, not per message; with
+            # the terminal in the background, when it comes back (watch_app_focus).
+            if not event.replay and not msg.own and self.screen.is_active and self.app_focus:
                 self.engine.mark_read(msg.peer)
-        elif not msg.own and not event.replay and self.ui.bell:
-            self.bell()
-        if self._is_open(msg.peer) and msg.mentions_me and not event.replay and self.ui.bell:
-            # A mention rings even in the open conversation.
-            self.bell()
+        if not msg.own and not event.replay:
+            self._announce(msg, self._summary(msg.peer))
         self._refresh_status()
 
     @on(ev.MessageChanged)
@@ -888,6 +926,7 @@ class ChatApp(App[int]):
         summary = message.event.summary
         if self.conv_list.update_summary(summary):
             self._reorder_soon()
+        self._update_title()
         if self.peer is None:
             self.open_conversation(summary.peer)
         elif summary.peer == self.peer:
@@ -948,7 +987,7 @@ class ChatApp(App[int]):
     @on(ev.Synced)
     @while_shown
     def _synced(self, message: ev.Synced) -> None:
-        if self.peer is not None and self.screen.is_active:
+        if self.peer is not None and self.screen.is_active and self.app_focus:
             self.engine.mark_read(self.peer)
 
     @on(ev.ServerNotice)
