@@ -149,8 +149,8 @@ class UiSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         Literal["off", "osc777", "osc9"],
         _doc(
             "while the terminal is in the background, a desktop notification for a direct"
-            " message or a mention, through the terminal's own escape: osc777 (foot, kitty, WezTerm, urxvt,"
-            " Windows Terminal) or osc9 (iTerm2, kitty, WezTerm)"
+            " message or a mention, through the terminal's own escape: osc777 (foot, kitty,"
+            " WezTerm, urxvt, Windows Terminal) or osc9 (iTerm2, kitty, WezTerm)"
         ),
     ] = "off"
 
