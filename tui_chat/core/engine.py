@@ -179,6 +179,19 @@ class Engine:
             page.extend(self._replica.view(r) for r in self._outbox.of_peer(peer))
         return page
 
+    def messages_after(self, peer: str, after: int, limit: int = 100) -> list[ChatMessage]:
+        """Confirmed messages above ``after``, oldest first; once this page reaches the
+        newest one, the unsettled messages follow it as in :meth:`messages`."""
+        page = self.store.page_after(peer, after, limit)
+        if len(page) < limit:
+            page.extend(self._replica.view(r) for r in self._outbox.of_peer(peer))
+        return page
+
+    def search(self, text: str, limit: int = 100) -> list[ChatMessage]:
+        """Stored messages with every word of ``text`` (as words or their starts), newest
+        first: the local replica, so it works offline too."""
+        return self.store.search(text, limit)
+
     def message(self, client_id: str) -> ChatMessage | None:
         row = self._outbox.get(client_id)
         if row is not None:

@@ -19,6 +19,7 @@ and :attr:`LocalStore.repair_report` says what happened.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -264,11 +265,46 @@ def _init_schema(db: sqlite3.Connection, user: str) -> None:
         have = {str(r[1]) for r in db.execute(f"PRAGMA table_info({table})")}
         if column not in have:
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    _init_search(db)
     row = db.execute("SELECT value FROM meta WHERE key='user'").fetchone()
     if row is None:
         db.execute("INSERT INTO meta(key, value) VALUES ('user', ?)", (user,))
     elif row[0] != user:
         raise StoreError(f"{_db_file(db)} belongs to user {row[0]!r}, not {user!r}")
+
+
+# Full-text search over message bodies (SQLite's FTS5, in the standard library's sqlite3).
+# messages has no rowid, so the index keeps its own copy of each body with (conv, seq);
+# a trigger keeps it in step with every insert, whichever path inserts.
+_SEARCH_SCHEMA: Final = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5("
+    "body, conv UNINDEXED, seq UNINDEXED, tokenize='unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages"
+    " WHEN new.kind = 'text' BEGIN"
+    " INSERT INTO messages_fts(body, conv, seq) VALUES (new.body, new.conv, new.seq); END",
+)
+
+
+def _init_search(db: sqlite3.Connection) -> None:
+    """The search index, filled once from what a store made before it already holds."""
+    for statement in _SEARCH_SCHEMA:
+        db.execute(statement)
+    if db.execute("SELECT 1 FROM meta WHERE key='search_index'").fetchone() is None:
+        db.execute("DELETE FROM messages_fts")
+        db.execute(
+            "INSERT INTO messages_fts(body, conv, seq)"
+            " SELECT body, conv, seq FROM messages WHERE kind = 'text'"
+        )
+        db.execute("INSERT INTO meta(key, value) VALUES ('search_index', '1')")
+
+
+def search_query(text: str) -> str | None:
+    """What the user typed as an FTS5 query: every word must appear, as a word or the start
+    of one. Each word is quoted, so nothing typed is read as FTS5 syntax (AND, NEAR, *, ")."""
+    words = [w for w in re.split(r"\s+", text.strip()) if w]
+    if not words:
+        return None
+    return " ".join('"' + w.replace('"', '""') + '"*' for w in words[:16])
 
 
 def _db_file(db: sqlite3.Connection) -> str:
@@ -503,6 +539,7 @@ class LocalStore:
         self._begin()
         self._write_conversations()
         self._db.execute("DELETE FROM messages")
+        self._db.execute("DELETE FROM messages_fts")
         # Groups are named by the old history's conv ids: they are gone with it (a pending
         # create is not: it was never on the server).
         self._db.execute("DELETE FROM conversations WHERE substr(peer, 1, 1)=?", (GROUP_PREFIX,))
@@ -911,6 +948,36 @@ class LocalStore:
             last = newest.get(row[0]) if row[0] is not None else None
             out.append(self._summary(peer, tuple(row), last, stats.get(peer)))
         return out
+
+    def search(self, text: str, limit: int = 100) -> list[ChatMessage]:
+        """Messages whose body has every word of ``text``, newest first."""
+        query = search_query(text)
+        if query is None:
+            return []
+        if self._in_tx:
+            self._write_conversations()
+        try:
+            rows = self._db.execute(
+                f"SELECT {_MSG_COLS_OF_M} FROM"
+                " (SELECT conv, seq FROM messages_fts WHERE messages_fts MATCH ?) f"
+                " CROSS JOIN messages m ON m.conv = f.conv AND m.seq = f.seq"
+                " ORDER BY m.ts DESC LIMIT ?",
+                (query, limit),
+            ).fetchall()
+        except sqlite3.OperationalError:
+            return []  # a query FTS5 still cannot parse (quoted, so not expected)
+        return [self._msg_view(r) for r in rows if r[0] in self._peer_of]
+
+    def page_after(self, peer: str, after: int, limit: int) -> list[ChatMessage]:
+        """Up to ``limit`` confirmed messages with seq > after, oldest first."""
+        conv = self._conv_of.get(peer)
+        if conv is None:
+            return []
+        rows = self._db.execute(
+            f"SELECT {_MSG_COLS} FROM messages WHERE conv=? AND seq>? ORDER BY seq LIMIT ?",
+            (conv, after, limit),
+        ).fetchall()
+        return [self._msg_view(r) for r in rows]
 
     def _summary(
         self,

@@ -50,6 +50,7 @@ from tui_chat.ui.message_view import MessageView
 from tui_chat.ui.render import Hints
 from tui_chat.ui.sanitize import clean
 from tui_chat.ui.screens import HelpScreen, NewConversationScreen
+from tui_chat.ui.search_screen import SearchScreen
 from tui_chat.ui.terminal import TerminalSignals
 from tui_chat.ui.widgets import ConversationList, StatusBar
 
@@ -129,6 +130,7 @@ class ChatApp(App[int]):
         Binding("alt+a", "next_unread", "Next unread", priority=True, show=False, id="next_unread"),
         Binding("ctrl+o", "new_conversation", "New chat", priority=True, id="new_conversation"),
         Binding("ctrl+g", "new_group", "New group", priority=True, id="new_group"),
+        Binding("ctrl+f", "search", "Search", priority=True, id="search"),
         Binding("f3", "toggle_members", "Members", priority=True, id="toggle_members"),
         Binding("f4", "add_member", "Add member", priority=True, show=False, id="add_member"),
         Binding(
@@ -142,6 +144,7 @@ class ChatApp(App[int]):
     ]
     HELP_TEXT = {
         "help": "this help",
+        "search": "search every stored message, and open one where it was said",
         "retry_all": "retry every failed message (works while typing)",
         "next_conversation": "next conversation",
         "previous_conversation": "previous conversation",
@@ -328,20 +331,33 @@ class ChatApp(App[int]):
         if self.peer is not None and composers:
             self.engine.save_draft(self.peer, composers.first().draft())
 
-    def open_conversation(self, peer: str) -> None:
+    def open_conversation(self, peer: str, at: ChatMessage | None = None) -> None:
+        """Show ``peer``'s conversation at its newest message, or around ``at`` (a search
+        result): then only that part of its history is loaded, and the rest as the reader
+        scrolls to it."""
         composer = self.composer
         self._save_draft()
         composer.end_edit()
         self.peer = peer
-        page = self.engine.messages(peer, None, PAGE)
-        confirmed = [m for m in page if m.seq is not None]
-        complete = not confirmed or confirmed[0].seq == 1
-        self.view.set_messages(page, complete)
+        if at is not None and at.seq is not None:
+            half = PAGE // 2
+            older = self.engine.messages(peer, at.seq + 1, half)
+            newer = self.engine.messages_after(peer, at.seq, half)
+            page = older + newer
+            confirmed = [m for m in page if m.seq is not None]
+            complete = not confirmed or confirmed[0].seq == 1
+            below = sum(m.seq is not None for m in newer) < half
+            self.view.set_messages(page, complete, complete_below=below, select=at.key)
+        else:
+            page = self.engine.messages(peer, None, PAGE)
+            confirmed = [m for m in page if m.seq is not None]
+            complete = not confirmed or confirmed[0].seq == 1
+            self.view.set_messages(page, complete)
         composer.peer = peer
         composer.set_text(self.engine.draft(peer))
         # Read marks go to the server only while online; an offline open is marked
-        # at Synced, once the catch-up is on screen.
-        if self.engine.status.state is ConnState.ONLINE:
+        # at Synced, once the catch-up is on screen. A window in the past is not the end.
+        if self.engine.status.state is ConnState.ONLINE and self.view.complete_below:
             self.engine.mark_read(peer)
         if peer not in self.conv_list.summaries:
             # A new conversation (ctrl+o) the engine does not list yet: shown last.
@@ -610,6 +626,8 @@ class ChatApp(App[int]):
             )
             self.notify(why, severity="warning", markup=False)
             return
+        if not self.view.complete_below and self._is_open(event.peer):
+            self.open_conversation(event.peer)  # what is sent shows at the newest end
         try:
             self.engine.send(event.peer, event.body)
         except ValueError as exc:
@@ -661,6 +679,8 @@ class ChatApp(App[int]):
                 self.notify(parsed, severity="warning", markup=False)
                 return False
             return self._create_group(*parsed)
+        elif name == "search":
+            self.action_search(arg)
         elif name == "leave":
             if self._open_group(key=peer) is None:
                 return False
@@ -777,6 +797,24 @@ class ChatApp(App[int]):
             f"Give-up undone: the message waits as ✗ · {self._hints().retry} retries it",
             markup=False,
         )
+
+    @on(MessageView.NeedNewer)
+    def _need_newer(self, event: MessageView.NeedNewer) -> None:
+        if self.peer is None:
+            return
+        page = self.engine.messages_after(self.peer, event.after, PAGE)
+        reached = sum(m.seq is not None for m in page) < PAGE
+        self.view.append(page, complete_below=reached)
+        if reached and self.engine.status.state is ConnState.ONLINE and self.app_focus:
+            self.engine.mark_read(self.peer)  # scrolled down to the newest
+
+    def action_search(self, text: str = "") -> None:
+        def done(hit: ChatMessage | None) -> None:
+            if hit is not None:
+                self.open_conversation(hit.peer, at=hit)
+                self.view.focus()
+
+        self.push_screen(SearchScreen(self.engine.search, self._label, text), done)
 
     @on(MessageView.NeedOlder)
     async def _need_older(self, event: MessageView.NeedOlder) -> None:

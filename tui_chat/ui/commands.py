@@ -27,6 +27,7 @@ class CommandSpec:
 
 COMMANDS: Final = (
     CommandSpec("help", "/help", "show the keys and the commands"),
+    CommandSpec("search", "/search words", "search every stored message (ctrl+f)", "optional"),
     CommandSpec("me", "/me waves", "send an action: “* you waves”", "required"),
     CommandSpec("new", "/new bob", "open (or start) the conversation with bob", "required"),
     CommandSpec(

@@ -91,6 +91,13 @@ class MessageView(ScrollView, can_focus=True):
             super().__init__()
             self.before = before
 
+    class NeedNewer(Message):
+        """Scrolled to the end of a window opened in the past (a search result)."""
+
+        def __init__(self, after: int) -> None:
+            super().__init__()
+            self.after = after
+
     class Leave(Message):
         pass
 
@@ -127,6 +134,10 @@ class MessageView(ScrollView, can_focus=True):
         # The user's own name: group event lines say "you" for it.
         self.me = ""
         self.complete = True
+        # False while the view holds a window in the past (opened at a search result):
+        # the newer messages are loaded as the reader scrolls down to them.
+        self.complete_below = True
+        self._loading_newer = False
         self._loading_older = False
         self.unseen = 0
         # True while the view should stay at the newest message.
@@ -134,18 +145,49 @@ class MessageView(ScrollView, can_focus=True):
 
     # ------------------------------------------------------------ content
 
-    def set_messages(self, messages: list[ChatMessage], complete: bool) -> None:
-        """Show a conversation afresh (its newest page plus unsent messages)."""
+    def set_messages(
+        self,
+        messages: list[ChatMessage],
+        complete: bool,
+        *,
+        complete_below: bool = True,
+        select: Key | None = None,
+    ) -> None:
+        """Show a conversation afresh: its newest page plus unsent messages, or (with
+        ``complete_below=False``) a window in the past with ``select`` selected."""
         self.items = list(messages)
         self._index = {}
         self._height_of.clear()  # bounded by what is shown; the strip cache still helps
         self.complete = complete
+        self.complete_below = complete_below
         self.selected = None
         self._loading_older = False
+        self._loading_newer = False
         self._set_unseen(0)
         self._reindex(0)
+        if select is not None and select in self._index:
+            self._follow = False
+            self.selected = self._index[select]
+            self.call_after_refresh(self._show_selected)
+            return
         self._follow = True
         self._stick_to_end()
+
+    def _show_selected(self) -> None:
+        if self.selected is not None and self.selected < len(self._offsets):
+            top = self._offsets[self.selected]
+            self.scroll_to(y=max(0, top - self.size.height // 3), animate=False, immediate=True)
+        self._maybe_need_newer()  # a short window may not scroll at all
+
+    def append(self, messages: list[ChatMessage], complete_below: bool) -> None:
+        """Newer messages below a window in the past; once complete, the view is live."""
+        self._loading_newer = False
+        self.complete_below = complete_below
+        new = [m for m in messages if m.key not in self._index]
+        if new:
+            start = len(self.items)
+            self.items.extend(new)
+            self._reindex(start)
 
     def _stick_to_end(self) -> None:
         """Scroll to the newest line now, and again once layout has caught up.
@@ -179,6 +221,10 @@ class MessageView(ScrollView, can_focus=True):
         at_end = self._follow
         key = msg.key
         old = self._index.get(key)
+        if old is None and not self.complete_below:
+            top = max((m.seq for m in self.items if m.seq is not None), default=0)
+            if msg.seq is None or msg.seq > top:
+                return  # below a window in the past: it comes with the newer pages
         if old is not None:
             self._invalidate(old)
         if msg.state is OutState.GIVEN_UP:
@@ -407,6 +453,14 @@ class MessageView(ScrollView, can_focus=True):
                 self.post_message(self.NeedOlder(low))
         if self.unseen and self.is_vertical_scroll_end:
             self._set_unseen(0)
+        self._maybe_need_newer()
+
+    def _maybe_need_newer(self) -> None:
+        near_end = self.scroll_y >= self.max_scroll_y - self.size.height  # a screen from it
+        if not self.complete_below and not self._loading_newer and near_end:
+            top = max((m.seq for m in self.items if m.seq is not None), default=0)
+            self._loading_newer = True
+            self.post_message(self.NeedNewer(top))
 
     def _set_unseen(self, count: int) -> None:
         if count != self.unseen:
