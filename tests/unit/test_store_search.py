@@ -46,9 +46,25 @@ def test_a_store_from_before_the_index_gets_it_on_open(tmp_path: Path) -> None:
     # As a store written before search existed: no index rows, no marker.
     with sqlite3.connect(path) as db:
         db.execute("DELETE FROM messages_fts")
+        db.execute("DELETE FROM search_pending")
         db.execute("DELETE FROM meta WHERE key='search_index'")
     store = LocalStore(path, "alice")
     assert [m.seq for m in store.search("crème")] == [2]
     store.reset_for_epoch("new")
     assert store.search("crème") == []
+    store.close()
+
+
+def test_inserts_are_queued_and_indexed_in_steps(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s.db", "alice")
+    store.ensure_conversation("bob", "c1")
+    for seq in range(1, 451):
+        store.insert_message("c1", seq, "bob", "alice", f"b{seq}", f"word{seq} common", seq)
+    store.advance_watermark("c1")
+    store.commit()
+    assert store.index_pending(200) == 200
+    assert store.index_pending(200) == 200
+    # A search indexes what is still queued first: all 450 are found.
+    assert len(store.search("common", limit=1000)) == 450
+    assert store.index_pending(200) == 0
     store.close()

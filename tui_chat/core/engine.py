@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import sqlite3
 import ssl
 import time
 from collections.abc import Callable
@@ -446,16 +447,32 @@ class Engine:
         runs once.
         """
         pump = asyncio.create_task(self._pump(), name="tui-chat-pump")
+        indexer = asyncio.create_task(self._index_search(), name="tui-chat-search-index")
         try:
             await self._connection_loop()
         finally:
             self._stopping = True
             self._wake_pump.set()
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+            for task in (pump, indexer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             self._replica.flush()
             self._set_status(ConnectionStatus(ConnState.STOPPED, since=time.time()))
+
+    async def _index_search(self) -> None:
+        """Index stored messages for search in small steps, never during a catch-up: an
+        insert only queues its message (see LocalStore.index_pending)."""
+        while not self._stopping:
+            busy = self._status.state is not ConnState.ONLINE
+            try:
+                done = 0 if busy else self.store.index_pending()
+            except sqlite3.Error as exc:
+                # A search still indexes what it needs; nothing stored is at stake.
+                log.warning("search indexing failed: %s", exc)
+                done = 0
+            # Right after a step, the next; with nothing queued (or catching up), later.
+            await asyncio.sleep(0.1 if done else 1.0)
 
     async def stop(self) -> None:
         self._stopping = True

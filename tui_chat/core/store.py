@@ -274,26 +274,35 @@ def _init_schema(db: sqlite3.Connection, user: str) -> None:
 
 
 # Full-text search over message bodies (SQLite's FTS5, in the standard library's sqlite3).
-# messages has no rowid, so the index keeps its own copy of each body with (conv, seq);
-# a trigger keeps it in step with every insert, whichever path inserts.
+# messages has no rowid, so the index keeps its own copy of each body with (conv, seq).
+# Indexing a message costs ~55 us of CPU, 15 times its insert (measured: catch-up fell
+# from ~50,000 to ~5,500 msgs/s with the index in the insert), so a trigger only queues
+# (conv, seq) in search_pending (~5 us), whichever path inserts; the engine indexes the
+# queue in small steps while idle, and a search first indexes whatever is still queued,
+# so every search sees every stored message.
 _SEARCH_SCHEMA: Final = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS messages_fts USING fts5("
     "body, conv UNINDEXED, seq UNINDEXED, tokenize='unicode61 remove_diacritics 2')",
-    "CREATE TRIGGER IF NOT EXISTS messages_fts_insert AFTER INSERT ON messages"
+    "CREATE TABLE IF NOT EXISTS search_pending ("
+    "conv TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (conv, seq)) WITHOUT ROWID",
+    "DROP TRIGGER IF EXISTS messages_fts_insert",
+    "CREATE TRIGGER IF NOT EXISTS messages_search_queue AFTER INSERT ON messages"
     " WHEN new.kind = 'text' BEGIN"
-    " INSERT INTO messages_fts(body, conv, seq) VALUES (new.body, new.conv, new.seq); END",
+    " INSERT OR IGNORE INTO search_pending(conv, seq) VALUES (new.conv, new.seq); END",
 )
+# Messages indexed per idle step: ~11 ms of CPU, under a frame.
+INDEX_STEP: Final = 200
 
 
 def _init_search(db: sqlite3.Connection) -> None:
-    """The search index, filled once from what a store made before it already holds."""
+    """The search index; a store made before it queues everything it holds, once."""
     for statement in _SEARCH_SCHEMA:
         db.execute(statement)
     if db.execute("SELECT 1 FROM meta WHERE key='search_index'").fetchone() is None:
         db.execute("DELETE FROM messages_fts")
         db.execute(
-            "INSERT INTO messages_fts(body, conv, seq)"
-            " SELECT body, conv, seq FROM messages WHERE kind = 'text'"
+            "INSERT OR IGNORE INTO search_pending(conv, seq)"
+            " SELECT conv, seq FROM messages WHERE kind = 'text'"
         )
         db.execute("INSERT INTO meta(key, value) VALUES ('search_index', '1')")
 
@@ -540,6 +549,7 @@ class LocalStore:
         self._write_conversations()
         self._db.execute("DELETE FROM messages")
         self._db.execute("DELETE FROM messages_fts")
+        self._db.execute("DELETE FROM search_pending")
         # Groups are named by the old history's conv ids: they are gone with it (a pending
         # create is not: it was never on the server).
         self._db.execute("DELETE FROM conversations WHERE substr(peer, 1, 1)=?", (GROUP_PREFIX,))
@@ -949,11 +959,30 @@ class LocalStore:
             out.append(self._summary(peer, tuple(row), last, stats.get(peer)))
         return out
 
+    def index_pending(self, limit: int | None = INDEX_STEP) -> int:
+        """Index up to ``limit`` queued messages (None: all of them); returns how many."""
+        cap = -1 if limit is None else limit  # LIMIT -1: no limit
+        keys = self._db.execute(
+            "SELECT conv, seq FROM search_pending ORDER BY conv, seq LIMIT ?", (cap,)
+        ).fetchall()
+        if not keys:
+            return 0
+        self._begin()
+        self._db.executemany(
+            "INSERT INTO messages_fts(body, conv, seq)"
+            " SELECT body, conv, seq FROM messages WHERE conv=? AND seq=?",
+            keys,
+        )
+        self._db.executemany("DELETE FROM search_pending WHERE conv=? AND seq=?", keys)
+        self.commit()
+        return len(keys)
+
     def search(self, text: str, limit: int = 100) -> list[ChatMessage]:
         """Messages whose body has every word of ``text``, newest first."""
         query = search_query(text)
         if query is None:
             return []
+        self.index_pending(None)  # every stored message, not only those indexed so far
         if self._in_tx:
             self._write_conversations()
         try:
