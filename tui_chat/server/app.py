@@ -54,7 +54,7 @@ from tui_chat.protocol import (
 from tui_chat.server import db, visibility
 from tui_chat.server.config import ServerConfig
 from tui_chat.server.groups import GroupLimits
-from tui_chat.server.session import CLOSE_TIMEOUT, Session, TokenBucket, close_within
+from tui_chat.server.session import CLOSE_TIMEOUT, Session, TokenBucket, close_within, text_frame
 from tui_chat.server.throttle import LoginThrottle
 from tui_chat.server.writer import (
     ACCOUNT_REMOVED,
@@ -682,9 +682,12 @@ class ChatServer:
         self._fan_out(accounts, encode(message), outcome.conv, outcome.seq)
 
     def _fan_out(self, accounts: set[int], data: bytes, conv: str | None, seq: int) -> None:
+        # The websocket frame too is built once: every connection gets the same bytes.
+        frame = text_frame(data)
+        sessions = self._sessions
         for account in accounts:
-            for session in self._sessions.get(account, ()):
-                session.push(data, conv, seq)
+            for session in sessions.get(account, ()):
+                session.push(data, conv, seq, frame)
 
 
 def _cap_page(messages: list[HistoryMessage], *, keep_oldest: bool) -> list[HistoryMessage]:
