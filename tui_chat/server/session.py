@@ -135,6 +135,8 @@ class Session:
         self._direct = False
         # A queued frame popped by the sender and not yet returned from ws.send.
         self._in_send = False
+        # Frames written by push itself, not by the sender task (diagnostics, tests).
+        self.direct_writes = 0
         # While replaying, live messages wait in the queue; afterwards those
         # the replay already covered (seq <= replayed[conv]) are skipped.
         self.replayed: dict[str, int] = {}
@@ -159,6 +161,7 @@ class Session:
             if not transport.is_closing():
                 if conv is not None and seq <= self.replayed.get(conv, 0):
                     return
+                self.direct_writes += 1
                 try:
                     transport.write(text_frame(data) if frame is None else frame)
                 except Exception:  # one broken socket must not stop the fan-out to the rest
