@@ -82,6 +82,26 @@ class TokenBucket:
         return (1.0 - self.tokens) / self.rate
 
 
+class Cork:
+    """Direct writes held back while one writer batch is fanned out, then one transport
+    write (one system call) per connection for all its frames of the batch.
+
+    ``active`` only within a synchronous stretch of code (no await), so nothing else runs
+    on the loop between the hold and the ``flush``: the held frames leave before anything
+    the sender task or websockets writes later, in the order they were pushed.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+        self.held: list[Session] = []
+
+    def flush(self) -> None:
+        self.active = False
+        held, self.held = self.held, []
+        for session in held:
+            session.flush()
+
+
 class Session:
     """Frames for one connection: written at once when the socket takes them, else queued.
 
@@ -99,6 +119,8 @@ class Session:
     frame is in the middle of ``ws.send``, i.e. when everything pushed before it is
     already in the transport's buffer. What the transport may hold besides the queue is
     bounded by the pause: past the write limit, pushes queue and count against the bound.
+    During one writer batch the ``Cork`` holds direct writes (up to the write limit per
+    connection) and writes each connection's share at once when the batch is done.
 
     Why writing next to websockets is safe (checked in websockets 17.4,
     ``websockets.asyncio.connection.Connection``): websockets writes only from this event
@@ -119,6 +141,7 @@ class Session:
         account: Account,
         max_outgoing: int,
         max_outgoing_bytes: int,
+        cork: Cork | None = None,
     ) -> None:
         self.ws = ws
         self.account = account
@@ -135,8 +158,14 @@ class Session:
         self._direct = False
         # A queued frame popped by the sender and not yet returned from ws.send.
         self._in_send = False
-        # Frames written by push itself, not by the sender task (diagnostics, tests).
+        # Frames written by push itself (or held by the cork), not by the sender task
+        # (diagnostics, tests).
         self.direct_writes = 0
+        # While ``cork`` is active, direct writes are held here (at most the websocket
+        # write limit, 32 KiB, in bytes) and written together when it is flushed.
+        self._cork = cork
+        self._held: list[bytes] = []
+        self._held_bytes = 0
         # While replaying, live messages wait in the queue; afterwards those
         # the replay already covered (seq <= replayed[conv]) are skipped.
         self.replayed: dict[str, int] = {}
@@ -149,26 +178,38 @@ class Session:
         if self._closing:
             return
         ws = self.ws
-        if (
+        if self._held and not self._queue:
+            # Held back in this batch already: later frames join them, up to the limit.
+            if conv is not None and seq <= self.replayed.get(conv, 0):
+                return
+            out = text_frame(data) if frame is None else frame
+            if self._held_bytes + len(out) <= ws.write_limit_high:
+                self._held.append(out)
+                self._held_bytes += len(out)
+                self.direct_writes += 1
+                return
+            # Past the limit: queued, behind the held frames (flushed before the sender runs).
+        elif (
             self._direct
             and not self._queue
             and not self._in_send
             and not ws.paused
             and ws.protocol.state is State.OPEN
             and ws.send_in_progress is None
+            and not ws.transport.is_closing()
         ):
-            transport = ws.transport
-            if not transport.is_closing():
-                if conv is not None and seq <= self.replayed.get(conv, 0):
-                    return
-                self.direct_writes += 1
-                try:
-                    transport.write(text_frame(data) if frame is None else frame)
-                except Exception:  # one broken socket must not stop the fan-out to the rest
-                    log.warning("write to %s failed; dropping the connection", self.user)
-                    self._closing = True
-                    transport.abort()
+            if conv is not None and seq <= self.replayed.get(conv, 0):
                 return
+            out = text_frame(data) if frame is None else frame
+            self.direct_writes += 1
+            cork = self._cork
+            if cork is not None and cork.active:
+                self._held.append(out)
+                self._held_bytes = len(out)
+                cork.held.append(self)
+            else:
+                self._write(out)
+            return
         # Bounded in frames and in bytes: 10,000 frames of 4,000-character
         # bodies would otherwise let one slow reader hold ~40 MB.
         if (
@@ -182,6 +223,27 @@ class Session:
         self._queued_bytes += len(data)
         self._wakeup.set()
 
+    def _write(self, data: bytes) -> None:
+        transport = self.ws.transport
+        try:
+            transport.write(data)
+        except Exception:  # one broken socket must not stop the fan-out to the rest
+            log.warning("write to %s failed; dropping the connection", self.user)
+            self._closing = True
+            transport.abort()
+
+    def flush(self) -> None:
+        """Write what the cork held for this connection, in one transport write."""
+        held, self._held = self._held, []
+        self._held_bytes = 0
+        if not held or self._closing:
+            return
+        # Nothing between the hold and now can have closed the connection but our own
+        # close (``_closing``); checked again all the same.
+        ws = self.ws
+        if ws.protocol.state is State.OPEN and not ws.transport.is_closing():
+            self._write(held[0] if len(held) == 1 else b"".join(held))
+
     @property
     def closing(self) -> bool:
         return self._closing
@@ -193,6 +255,8 @@ class Session:
         self._closing = True
         self._queue.clear()
         self._queued_bytes = 0
+        self._held = []
+        self._held_bytes = 0
         # Keep a reference: the loop holds tasks only weakly.
         self._close_task = asyncio.get_running_loop().create_task(
             close_within(self.ws, code, reason, limit)
