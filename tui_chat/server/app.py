@@ -54,7 +54,14 @@ from tui_chat.protocol import (
 from tui_chat.server import db, visibility
 from tui_chat.server.config import ServerConfig
 from tui_chat.server.groups import GroupLimits
-from tui_chat.server.session import CLOSE_TIMEOUT, Session, TokenBucket, close_within
+from tui_chat.server.session import (
+    CLOSE_TIMEOUT,
+    Cork,
+    Session,
+    TokenBucket,
+    close_within,
+    text_frame,
+)
 from tui_chat.server.throttle import LoginThrottle
 from tui_chat.server.writer import (
     ACCOUNT_REMOVED,
@@ -127,6 +134,8 @@ class ChatServer:
         # Keyed by account id, not name: a message for a new account with an old name must
         # never reach a session of the removed one.
         self._sessions: dict[int, set[Session]] = collections.defaultdict(set)
+        # Held direct writes of one batch: one socket write per connection per batch.
+        self._cork = Cork()
         self._server: Server | None = None
         self._writer: Writer | None = None
         self._readers: _Readers | None = None
@@ -284,7 +293,7 @@ class ChatServer:
             await ws.close(CloseCode.AUTH_FAILED, "unknown user or wrong token")
             return None
         self.login_throttle.succeeded(throttle_key)
-        session = Session(ws, account, limits.max_outgoing, limits.max_outgoing_bytes)
+        session = Session(ws, account, limits.max_outgoing, limits.max_outgoing_bytes, self._cork)
         session.replayed = dict(frame.cursors)
         session.replay_pages = frame.replay_pages
         # Registered before the replay snapshot is read: anything committed
@@ -621,6 +630,14 @@ class ChatServer:
     # ------------------------------------------------------------ fan-out
 
     def _on_batch(self, results: list[tuple[Request, Outcome]]) -> None:
+        # Everything the batch sends to a connection leaves in one write (see Cork).
+        self._cork.active = True
+        try:
+            self._deliver(results)
+        finally:
+            self._cork.flush()
+
+    def _deliver(self, results: list[tuple[Request, Outcome]]) -> None:
         for req, outcome in results:
             origin = req.origin
             assert isinstance(origin, Session)
@@ -682,9 +699,12 @@ class ChatServer:
         self._fan_out(accounts, encode(message), outcome.conv, outcome.seq)
 
     def _fan_out(self, accounts: set[int], data: bytes, conv: str | None, seq: int) -> None:
+        # The websocket frame too is built once: every connection gets the same bytes.
+        frame = text_frame(data)
+        sessions = self._sessions
         for account in accounts:
-            for session in self._sessions.get(account, ()):
-                session.push(data, conv, seq)
+            for session in sessions.get(account, ()):
+                session.push(data, conv, seq, frame)
 
 
 def _cap_page(messages: list[HistoryMessage], *, keep_oldest: bool) -> list[HistoryMessage]:
