@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sqlite3
@@ -148,6 +149,12 @@ async def _run(server: ChatServer, host: str, port: int, tls: object) -> int:
     except OSError as exc:
         print(f"tui-chat-server: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 2
+    # What start() built (config, caches, the writer) lives as long as the process: keep
+    # it out of the collector's full passes, and make those rarer. With 1,000 connections a
+    # full pass took 49-64 ms, the whole event loop stalled with it (benchmarks.md, fan-out).
+    gc.freeze()
+    gen0, gen1, _ = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, 1000)
     scheme = "wss" if tls else "ws"
     shown = f"[{host}]" if ":" in host else host
     # Tests and scripts read this line to learn the port when --port 0 is used.
