@@ -46,6 +46,8 @@ from tui_chat.ui.group_screens import (
     parse_group,
 )
 from tui_chat.ui.groups_text import conversation_name, is_pending_group, name_colour
+from tui_chat.ui.link_screen import LinkScreen
+from tui_chat.ui.links import find_urls, open_url
 from tui_chat.ui.message_view import MessageView
 from tui_chat.ui.render import Hints
 from tui_chat.ui.sanitize import clean
@@ -144,6 +146,8 @@ class ChatApp(App[int]):
     ]
     HELP_TEXT = {
         "help": "this help",
+        "open_link": "show the selected message's links, to open one (a click does too)",
+        "copy_message": "copy the selected message (OSC 52: where the terminal allows it)",
         "search": "search every stored message, and open one where it was said",
         "retry_all": "retry every failed message (works while typing)",
         "next_conversation": "next conversation",
@@ -797,6 +801,29 @@ class ChatApp(App[int]):
             f"Give-up undone: the message waits as ✗ · {self._hints().retry} retries it",
             markup=False,
         )
+
+    @on(MessageView.OpenLinks)
+    def _open_links(self, event: MessageView.OpenLinks) -> None:
+        urls = [url for _, _, url in find_urls(clean(event.message.body))]
+        if not urls:
+            self.notify("No link in this message", markup=False)
+            return
+
+        def done(url: str | None) -> None:
+            if url is None:
+                return
+            problem = open_url(url)
+            if problem is None:
+                self.notify(f"Opening {url}", markup=False)
+            else:
+                self.copy_to_clipboard(url)
+                self.notify(
+                    f"Could not open it: {problem}. Copied instead (OSC 52).",
+                    severity="warning",
+                    markup=False,
+                )
+
+        self.push_screen(LinkScreen(urls), done)
 
     @on(MessageView.NeedNewer)
     def _need_newer(self, event: MessageView.NeedNewer) -> None:

@@ -31,6 +31,7 @@ from textual.strip import Strip
 
 from tui_chat.core.models import ChatMessage, OutState
 from tui_chat.ui import dates
+from tui_chat.ui.links import find_urls
 from tui_chat.ui.render import Hints, Styles, day_separator, render_message
 
 Key = tuple[str, str]
@@ -60,6 +61,8 @@ class MessageView(ScrollView, can_focus=True):
         Binding("d", "give_up", "Give up", id="give_up"),
         Binding("e", "edit", "Edit", id="edit"),
         Binding("u", "undo_give_up", "Undo give-up", show=False, id="undo_give_up"),
+        Binding("o", "open_link", "Open link", show=False, id="open_link"),
+        Binding("y", "copy", "Copy", show=False, id="copy_message"),
         Binding("end", "to_end", "Newest", show=False, id="newest"),
         Binding("escape,tab,i", "leave", "Write", id="to_composer"),
     ]
@@ -506,6 +509,41 @@ class MessageView(ScrollView, can_focus=True):
         event.prevent_default()
         self.selected = None
         self.post_message(self.TypeAhead(event.character))
+
+    class OpenLinks(Message):
+        """Open a link of ``message`` (the app shows the URLs first)."""
+
+        def __init__(self, message: ChatMessage) -> None:
+            super().__init__()
+            self.message = message
+
+    def action_open_link(self) -> None:
+        msg = self.current()
+        if msg is None:
+            self.notify("Select a message first (↑/↓)", severity="warning", markup=False)
+            return
+        self.post_message(self.OpenLinks(msg))
+
+    def action_copy(self) -> None:
+        msg = self.current()
+        if msg is None:
+            self.notify("Select a message first (↑/↓)", severity="warning", markup=False)
+            return
+        # OSC 52: the terminal puts it on the clipboard (where it allows that).
+        self.app.copy_to_clipboard(msg.body)
+        self.notify(
+            f"Copied {len(msg.body)} characters (if your terminal allows OSC 52)", markup=False
+        )
+
+    def on_click(self, event: events.Click) -> None:
+        """A click selects the message under it; on a message with links it offers them."""
+        line = int(self.scroll_y) + event.y
+        i = bisect.bisect_right(self._offsets, line) - 1
+        if not 0 <= i < len(self.items):
+            return
+        self.selected = i
+        if find_urls(self.items[i].body):
+            self.post_message(self.OpenLinks(self.items[i]))
 
     def _act(self, kind: str) -> None:
         msg = self.current()

@@ -19,6 +19,7 @@ from tui_chat.core.models import ChatMessage, OutState, is_group_key
 from tui_chat.protocol import MessageKind
 from tui_chat.ui import dates
 from tui_chat.ui.groups_text import event_line, name_colour
+from tui_chat.ui.links import find_urls
 from tui_chat.ui.sanitize import clean
 
 MARKS = {
@@ -172,6 +173,9 @@ def render_message(
     lines: list[Text] = [header]
 
     body = Text(clean(msg.body), style=body_style)
+    for start, end, url in find_urls(body.plain):
+        # Underlined, and a terminal hyperlink (OSC 8) where the terminal makes them.
+        body.stylize(Style(underline=True, link=url), start, end)
     for line in body.wrap(console, bubble - 2, overflow="fold"):
         line.pad_left(1)
         line.pad_right(bubble - 1 - line.cell_len)
