@@ -10,6 +10,7 @@ Demo data goes to a temporary directory, never to the user's data dir.
     offline.svg  F6 cut the network: status line offline (reason, next retry), a message ◷
     failed.svg   that message failed after the demo's 20 s freshness window, with its hint
     help.svg     the help screen (F1)
+    search.svg   ctrl+f: messages found in the local store, by conversation and date
 
 It takes about half a minute: the failure waits for the demo's real freshness window.
 """
@@ -33,6 +34,7 @@ from tui_chat.demo import DEMO_SYNC, Demo
 from tui_chat.ui.app import ChatApp
 from tui_chat.ui.demo_app import DemoApp
 from tui_chat.ui.screens import HelpScreen
+from tui_chat.ui.search_screen import SearchScreen
 
 HERE = Path(__file__).resolve().parent
 # The failure needs the freshness window, plus the outbox's one-second tick and slack.
@@ -90,6 +92,10 @@ async def settle(pilot: Pilot[int]) -> None:
     await pilot.pause()
 
 
+def screen_text(app: ChatApp) -> str:
+    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+
+
 def save(app: ChatApp, out: Path, name: str) -> None:
     path = app.save_screenshot(name, path=str(out))
     print(f"wrote {path}")
@@ -123,6 +129,16 @@ async def shoot(out: Path, size: tuple[int, int], root: Path) -> None:
             await until(lambda: answered_after(engine, "ada", hello), "ada's answer")
             await settle(pilot)
             save(app, out, "demo.svg")
+
+            # search.svg: ctrl+f over the local store, results by conversation and date.
+            await pilot.press("ctrl+f")
+            await until(lambda: isinstance(app.screen, SearchScreen), "the search screen")
+            await pilot.press(*"demo")
+            await until(lambda: "found" in screen_text(app), "search results")
+            await settle(pilot)
+            save(app, out, "search.svg")
+            await pilot.press("escape")
+            await until(lambda: not isinstance(app.screen, SearchScreen), "search closed")
 
             # offline.svg: F6 blackholes the link; the message stays ◷ while the
             # engine notices (keepalive) and then retries with backoff.
