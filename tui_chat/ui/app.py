@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from rich.style import Style
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -60,6 +60,15 @@ PAGE = 200
 # The member panel takes 24 columns: below this width it stays hidden (F3 still shows it)
 # so that the messages keep their room.
 MEMBERS_MIN_WIDTH = 100
+# Below this width the conversation list leaves the screen: ctrl+l shows it in the chat's
+# place, and opening a conversation puts the chat back.
+NARROW_WIDTH = 60
+SIDEBAR_WIDTH = 32
+MEMBERS_WIDTH = 24
+# The composer keeps at least this many columns: the member list is refused before that.
+COMPOSER_MIN = 20
+# Below this the app says how big it needs to be instead of a composer too small to see.
+MIN_SIZE = (30, 8)
 # The connection must be down this long before we interrupt the user with a toast.
 OUTAGE_NOTICE_AFTER = 3.0
 # In tmux and xterm alt+digit arrives as ESC+digit, which Textual reads as the
@@ -133,6 +142,7 @@ class ChatApp(App[int]):
         Binding("ctrl+o", "new_conversation", "New chat", priority=True, id="new_conversation"),
         Binding("ctrl+g", "new_group", "New group", priority=True, id="new_group"),
         Binding("ctrl+f", "search", "Search", priority=True, id="search"),
+        Binding("ctrl+l", "toggle_list", "Chats", priority=True, id="toggle_list"),
         Binding("f3", "toggle_members", "Members", priority=True, id="toggle_members"),
         Binding("f4", "add_member", "Add member", priority=True, show=False, id="add_member"),
         Binding(
@@ -146,6 +156,7 @@ class ChatApp(App[int]):
     ]
     HELP_TEXT = {
         "help": "this help",
+        "toggle_list": "the conversation list: focus it (on a narrow terminal, show or hide it)",
         "open_link": "show the selected message's links, to open one (a click does too)",
         "copy_message": "copy the selected message (OSC 52: where the terminal allows it)",
         "search": "search every stored message, and open one where it was said",
@@ -192,6 +203,7 @@ class ChatApp(App[int]):
         self._reorder_due = False
         # None: shown when the terminal is wide enough; F3 sets it for good.
         self._members_shown: bool | None = None
+        self._width = 0  # the terminal's width as of the last resize (see _fit_screen)
         self._unsubscribe: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ layout
@@ -210,6 +222,7 @@ class ChatApp(App[int]):
                 composer.newline_keys = frozenset(k.strip() for k in keys.split(","))
                 yield composer
             yield Static("", id="members", markup=False)
+        yield Static("", id="too-small", markup=False)
         status = StatusBar(self.engine, id="status")
         status.badge = self.STATUS_BADGE
         yield status
@@ -250,6 +263,7 @@ class ChatApp(App[int]):
             self.signals.push_title()
             self._update_title()
         self.query_one("#new-below").display = False
+        self._fit_screen()
         if summaries:
             self.open_conversation(summaries[0].peer)
         else:
@@ -410,14 +424,16 @@ class ChatApp(App[int]):
             return
         shown = self._members_shown
         if shown is None:
-            shown = self.size.width >= MEMBERS_MIN_WIDTH
+            shown = (self._width or self.size.width) >= MEMBERS_MIN_WIDTH
+        # Never at the composer's expense (see COMPOSER_MIN).
+        shown = shown and self._chat_width() - MEMBERS_WIDTH >= COMPOSER_MIN
         panel.set_class(shown, "shown")
         text = Text("Members\n", style="bold")
         for name in summary.members:
             text.append(clean(name, single_line=True), style=Style(color=name_colour(name)))
             if name == summary.creator:
                 text.append(" (creator)", style="dim")
-            if name == self.me:
+            if name == self.me and name != "you":  # the demo's user is called "you"
                 text.append(" (you)", style="dim")
             text.append("\n")
         if not summary.joined:
@@ -442,6 +458,7 @@ class ChatApp(App[int]):
 
     @on(ConversationList.Opened)
     def _opened(self, event: ConversationList.Opened) -> None:
+        self.screen_stack[0].remove_class("-list-shown")  # narrow: the chat comes back
         self.open_conversation(event.peer)
         self.composer.focus()
 
@@ -518,12 +535,52 @@ class ChatApp(App[int]):
 
     def action_toggle_members(self) -> None:
         shown = self.query_one("#members", Static).has_class("shown")
+        if not shown and self._chat_width() - MEMBERS_WIDTH < COMPOSER_MIN:
+            need = self.size.width + COMPOSER_MIN - (self._chat_width() - MEMBERS_WIDTH)
+            self.notify(f"Too narrow for the member list: it needs {need} columns", markup=False)
+            return
         self._members_shown = not shown
         self._set_title()
 
-    def on_resize(self) -> None:
-        if self.peer is not None and self._members_shown is None:
+    def _chat_width(self) -> int:
+        width = self._width or self.size.width
+        return width - (0 if width < NARROW_WIDTH else SIDEBAR_WIDTH)
+
+    def on_resize(self, event: events.Resize) -> None:
+        # event.size: the app's own size is updated a moment later (a timer in Textual).
+        self._fit_screen(event.size.width, event.size.height)
+        if self.peer is not None:
             self._set_title()
+
+    def _fit_screen(self, width: int | None = None, height: int | None = None) -> None:
+        """Narrow: the list leaves the screen. Too small: say how big it must be."""
+        if width is None or height is None:
+            width, height = self.size
+        self._width = width
+        screen = self.screen_stack[0]  # the main screen, also under a dialog
+        narrow = width < NARROW_WIDTH
+        screen.set_class(narrow, "-narrow")
+        if not narrow:
+            screen.remove_class("-list-shown")
+        small = width < MIN_SIZE[0] or height < MIN_SIZE[1]
+        screen.set_class(small, "-too-small")
+        if small:
+            need = f"{MIN_SIZE[0]}×{MIN_SIZE[1]}"
+            self.query_one("#too-small", Static).update(
+                Text(f"tui-chat needs at least {need}; this terminal is {width}×{height}.")
+            )
+
+    def action_toggle_list(self) -> None:
+        screen = self.screen_stack[0]
+        if not screen.has_class("-narrow"):
+            self.conv_list.focus()
+            return
+        shown = not screen.has_class("-list-shown")
+        screen.set_class(shown, "-list-shown")
+        if shown:
+            self.conv_list.focus()
+        else:
+            self.composer.focus()
 
     def _add_problem(self, summary: ConversationSummary, value: str) -> str | None:
         problem = check_user_name(value)

@@ -165,6 +165,10 @@ class Composer(TextArea):
         body = self.text
         if not body.strip():
             return
+        if self.screen.has_class("-too-small"):
+            # Nothing leaves that the user cannot see: the app shows how big it must be.
+            self.post_message(self.Refused("The terminal is too small to show the composer"))
+            return
         if len(body) > self.max_body:
             self.post_message(
                 self.Refused(

@@ -328,3 +328,11 @@ def test_demo(snap_compare: SnapCompare, seed: Seed) -> None:
         await pilot.press("alt+3")  # ada, grace, linus: in the order of first contact
 
     assert snap_compare(app, terminal_size=SIZE, run_before=open_linus)
+
+
+def test_narrow(snap_compare: SnapCompare, seed: Seed) -> None:
+    """48 columns: the list has left the screen (ctrl+l brings it), the composer keeps its
+    width, and the day separator sits above the first message."""
+    two_conversations(seed)
+    app = ChatApp(seed.build(ONLINE), run_engine=False)
+    assert snap_compare(app, terminal_size=(48, 20), run_before=steady)
