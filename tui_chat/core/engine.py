@@ -188,6 +188,10 @@ class Engine:
             page.extend(self._replica.view(r) for r in self._outbox.of_peer(peer))
         return page
 
+    def readers(self, peer: str, seq: int) -> list[str]:
+        """Who else has read the conversation up to ``seq`` (the server's receipts)."""
+        return self.store.readers(peer, seq)
+
     def search(self, text: str, limit: int = 100) -> list[ChatMessage]:
         """Stored messages with every word of ``text`` (as words or their starts), newest
         first: the local replica, so it works offline too."""

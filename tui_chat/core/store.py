@@ -97,6 +97,14 @@ CREATE INDEX IF NOT EXISTS outbox_open ON outbox (state, peer, ord);
 CREATE INDEX IF NOT EXISTS outbox_ord ON outbox (ord);
 -- A group's current members, in join order, derived from its stored events (see
 -- LocalStore.recompute_group), or for a pending group the ones its create asks for.
+-- How far each other member has read a conversation (the server's receipts): ✓✓ and
+-- "read by n" in the view.
+CREATE TABLE IF NOT EXISTS reads (
+    peer      TEXT NOT NULL,
+    user      TEXT NOT NULL,
+    read_seq  INTEGER NOT NULL,
+    PRIMARY KEY (peer, user)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS members (
     peer  TEXT NOT NULL,
     user  TEXT NOT NULL,
@@ -550,6 +558,7 @@ class LocalStore:
         self._db.execute("DELETE FROM messages")
         self._db.execute("DELETE FROM messages_fts")
         self._db.execute("DELETE FROM search_pending")
+        self._db.execute("DELETE FROM reads")
         # Groups are named by the old history's conv ids: they are gone with it (a pending
         # create is not: it was never on the server).
         self._db.execute("DELETE FROM conversations WHERE substr(peer, 1, 1)=?", (GROUP_PREFIX,))
@@ -763,6 +772,20 @@ class LocalStore:
                 "UPDATE conversations SET peer_read_seq=max(peer_read_seq, ?) WHERE peer=?",
                 (read_seq, peer),
             )
+            self._db.execute(
+                "INSERT INTO reads(peer, user, read_seq) VALUES (?, ?, ?) ON CONFLICT(peer, user)"
+                " DO UPDATE SET read_seq=max(read_seq, excluded.read_seq)",
+                (peer, user, read_seq),
+            )
+
+    def readers(self, peer: str, seq: int) -> list[str]:
+        """The others who have read ``peer``'s conversation up to ``seq`` or further."""
+        return [
+            str(r[0])
+            for r in self._db.execute(
+                "SELECT user FROM reads WHERE peer=? AND read_seq>=? ORDER BY user", (peer, seq)
+            )
+        ]
 
     def latest_seq(self, peer: str) -> int:
         conv = self._conv_of.get(peer)

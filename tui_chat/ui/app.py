@@ -159,6 +159,7 @@ class ChatApp(App[int]):
         "toggle_list": "the conversation list: focus it (on a narrow terminal, show or hide it)",
         "open_link": "show the selected message's links, to open one (a click does too)",
         "copy_message": "copy the selected message (OSC 52: where the terminal allows it)",
+        "who_read": "who has read the selected message (a group's receipts)",
         "search": "search every stored message, and open one where it was said",
         "retry_all": "retry every failed message (works while typing)",
         "next_conversation": "next conversation",
@@ -255,6 +256,8 @@ class ChatApp(App[int]):
         if self._run_engine:
             self.run_worker(self.engine.run(), name="engine", group="engine", exit_on_error=True)
         self.view.me = self.me
+        engine = self.engine
+        self.view.readers = lambda m: engine.readers(m.peer, m.seq or 0)
         self.composer.max_body = self.engine.max_body
         self.composer.not_text = self._jump_keys()
         summaries = self.engine.conversations()
@@ -373,6 +376,7 @@ class ChatApp(App[int]):
             self.view.set_messages(page, complete)
         composer.peer = peer
         composer.set_text(self.engine.draft(peer))
+        self.view.peer_read_seq = self._summary(peer).peer_read_seq
         # Read marks go to the server only while online; an offline open is marked
         # at Synced, once the catch-up is on screen. A window in the past is not the end.
         if self.engine.status.state is ConnState.ONLINE and self.view.complete_below:
@@ -1053,6 +1057,9 @@ class ChatApp(App[int]):
             self.open_conversation(summary.peer)
         elif summary.peer == self.peer:
             self._set_title()  # a group's title, members or membership may have changed
+            if summary.peer_read_seq != self.view.peer_read_seq or summary.kind is ConvKind.GROUP:
+                self.view.peer_read_seq = summary.peer_read_seq  # receipts: ✓✓, read by n
+                self.view.refresh()
 
     @on(ev.ConversationReplaced)
     @while_shown

@@ -141,8 +141,11 @@ def render_message(
     *,
     selected: bool = False,
     me: str = "",
+    seen: bool = False,
+    read_by: str | None = None,
 ) -> list[Strip]:
-    """The lines of one message (ending with a blank separator line)."""
+    """The lines of one message (ending with a blank separator line). ``seen``: an own
+    direct message the peer has read (✓✓); ``read_by``: who has read it, in a group."""
     if msg.kind != MessageKind.TEXT:
         return render_event(msg, width, console, styles, hints, me=me, selected=selected)
     width = max(width, 10)
@@ -160,7 +163,11 @@ def render_message(
 
     if msg.own:
         mark = MARKS.get(msg.state, "") if msg.state else ""
+        if seen and msg.state is OutState.SENT:
+            mark = "✓✓"  # the server's receipt: the peer has read up to here
         header = Text(f"{_time(msg, selected)} you {mark}", style=styles.meta)
+        if read_by:
+            header.append(f" · {read_by}", style=styles.meta)
     else:
         name_style = styles.meta + Style(bold=True)
         if is_group_key(msg.peer):
@@ -170,6 +177,8 @@ def render_message(
         header.append(f" · {_time(msg, selected)}", style=styles.meta)
         if msg.mentions_me:
             header.append(" · mentions you", style=styles.hint + Style(bold=True))
+        if read_by:
+            header.append(f" · {read_by}", style=styles.meta)
     lines: list[Text] = [header]
 
     body = Text(clean(msg.body), style=body_style)
