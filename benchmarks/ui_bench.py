@@ -152,8 +152,9 @@ def build_store(path: Path, messages: int, seed: int = 1) -> dict[str, Any]:
     """
     t0 = time.perf_counter()
     store = LocalStore(path, ME)
-    store.ensure_conversation(BIG, CONV_BIG)
+    # OTHER first: the list keeps first contact first, and the app opens the first listed.
     store.ensure_conversation(OTHER, CONV_OTHER)
+    store.ensure_conversation(BIG, CONV_BIG)
     store.commit()
     rng = random.Random(seed)
     ts0 = 1_760_000_000_000

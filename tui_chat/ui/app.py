@@ -320,7 +320,8 @@ class ChatApp(App[int]):
             self.bell()
         if away and (direct or msg.mentions_me):
             where = msg.sender if direct else f"{msg.sender} in {self._label(msg.peer)}"
-            self.signals.notify(where, msg.body if msg.kind == "text" else "(a group event)")
+            what = msg.body if msg.kind == "text" else "(a group event)"
+            self.signals.desktop_notify(where, what)
 
     async def on_unmount(self) -> None:
         self._save_draft()

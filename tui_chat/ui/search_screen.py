@@ -87,13 +87,7 @@ class SearchScreen(ModalScreen[ChatMessage | None]):
         results = self.query_one(OptionList)
         results.clear_options()
         for i, hit in enumerate(self._hits):
-            where = clean(self._name_of(hit.peer), single_line=True)
-            when = dates.full(dates.shown_ts(hit))[:-3]  # to the minute
-            who = "you" if hit.own else clean(hit.sender, single_line=True)
-            head = Text(f"{where} · {when} · {who}", style="dim")
-            head.append("\n")
-            head.append_text(highlight(hit.body, words))
-            results.add_option(Option(head, id=str(i)))
+            results.add_option(Option(self._prompt(hit, words), id=str(i)))
         count = self.query_one("#search-count", Static)
         if not words:
             count.update(Text(""))
@@ -102,6 +96,16 @@ class SearchScreen(ModalScreen[ChatMessage | None]):
         else:
             more = " (the newest; add a word to narrow)" if len(self._hits) == RESULTS else ""
             count.update(Text(f"{len(self._hits)} found{more} · ↓ then Enter opens one"))
+
+    def _prompt(self, hit: ChatMessage, words: list[str]) -> Text:
+        """Where, when, who, and the words found: a Text, never markup."""
+        where = clean(self._name_of(hit.peer), single_line=True)
+        when = dates.full(dates.shown_ts(hit))[:-3]  # to the minute
+        who = "you" if hit.own else clean(hit.sender, single_line=True)
+        head = Text(f"{where} · {when} · {who}", style="dim")
+        head.append("\n")
+        head.append_text(highlight(hit.body, words))
+        return head
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
