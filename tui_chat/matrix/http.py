@@ -18,159 +18,31 @@ from typing import Any, Final, TypeVar
 import httpx
 import msgspec
 
+from tui_chat.matrix.wire import (
+    BadResponse,
+    EventId,
+    Login,
+    MatrixError,
+    Messages,
+    Profile,
+    RoomId,
+    SyncResponse,
+    Unreachable,
+    Versions,
+    WhoAmI,
+    _Empty,
+    _ErrorBody,
+    decode,
+)
+
+__all__ = ["API", "BadResponse", "MatrixError", "MatrixHttp", "Unreachable"]
+
 T = TypeVar("T")
 
 API: Final = "/_matrix/client/v3"
 
 
-class MatrixError(Exception):
-    """The homeserver refused a request."""
-
-    def __init__(
-        self, status: int, errcode: str, error: str, retry_after_ms: int | None = None
-    ) -> None:
-        super().__init__(f"{errcode} ({status}): {error}")
-        self.status = status
-        self.errcode = errcode
-        self.error = error
-        self.retry_after_ms = retry_after_ms
-
-    @property
-    def rate_limited(self) -> bool:
-        return self.status == 429 or self.errcode == "M_LIMIT_EXCEEDED"
-
-    @property
-    def auth(self) -> bool:
-        """The access token or the password was refused: nothing helps until the user acts."""
-        return self.status == 401 or self.errcode in ("M_UNKNOWN_TOKEN", "M_MISSING_TOKEN")
-
-
-class Unreachable(Exception):
-    """No answer: the homeserver could not be reached, or did not answer in time."""
-
-
-class BadResponse(Exception):
-    """The homeserver's answer is not what the spec says (malformed JSON, wrong shape)."""
-
-
-# ---------------------------------------------------------------- answers
-
-
-class _ErrorBody(msgspec.Struct):
-    errcode: str = "M_UNKNOWN"
-    error: str = ""
-    retry_after_ms: int | None = None
-
-
-class Login(msgspec.Struct):
-    user_id: str
-    access_token: str
-    device_id: str
-
-
-class WhoAmI(msgspec.Struct):
-    user_id: str
-    device_id: str | None = None
-
-
-class EventId(msgspec.Struct):
-    event_id: str
-
-
-class RoomId(msgspec.Struct):
-    room_id: str
-
-
-class Unsigned(msgspec.Struct):
-    transaction_id: str | None = None
-
-
-class Event(msgspec.Struct):
-    """A client event as /sync and /messages give it (``content`` is read by the mapping)."""
-
-    type: str
-    sender: str = ""
-    event_id: str = ""
-    origin_server_ts: int = 0
-    content: dict[str, Any] = {}
-    state_key: str | None = None
-    unsigned: Unsigned | None = None
-
-
-class Timeline(msgspec.Struct):
-    events: list[Event] = []
-    limited: bool = False
-    prev_batch: str | None = None
-
-
-class EventList(msgspec.Struct):
-    events: list[Event] = []
-
-
-class JoinedRoom(msgspec.Struct):
-    timeline: Timeline = msgspec.field(default_factory=Timeline)
-    state: EventList = msgspec.field(default_factory=EventList)
-    account_data: EventList = msgspec.field(default_factory=EventList)
-
-
-class InviteState(msgspec.Struct):
-    events: list[Event] = []
-
-
-class InvitedRoom(msgspec.Struct):
-    invite_state: InviteState = msgspec.field(default_factory=InviteState)
-
-
-class LeftRoom(msgspec.Struct):
-    timeline: Timeline = msgspec.field(default_factory=Timeline)
-    state: EventList = msgspec.field(default_factory=EventList)
-
-
-class Rooms(msgspec.Struct):
-    join: dict[str, JoinedRoom] = {}
-    invite: dict[str, InvitedRoom] = {}
-    leave: dict[str, LeftRoom] = {}
-
-
-class SyncResponse(msgspec.Struct):
-    next_batch: str
-    rooms: Rooms = msgspec.field(default_factory=Rooms)
-    account_data: EventList = msgspec.field(default_factory=EventList)
-
-
-class Messages(msgspec.Struct):
-    start: str = ""
-    end: str | None = None
-    chunk: list[Event] = []
-
-
-class Versions(msgspec.Struct):
-    versions: list[str]
-
-
-class Profile(msgspec.Struct):
-    displayname: str | None = None
-
-
-class _Empty(msgspec.Struct):
-    pass
-
-
-_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
-
-
-def decode(data: bytes, kind: type[T]) -> T:
-    dec = _decoders.get(kind)
-    if dec is None:
-        dec = _decoders[kind] = msgspec.json.Decoder(kind)
-    try:
-        value: T = dec.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadResponse(f"unexpected answer from the homeserver: {exc}") from None
-    return value
-
-
-def _q(part: str) -> str:
+def quote(part: str) -> str:
     return urllib.parse.quote(part, safe="")
 
 
@@ -263,6 +135,7 @@ class MatrixHttp:
         timeout_ms: int,
         filter: str | None = None,
         full_state: bool = False,
+        wait: float | None = None,
     ) -> SyncResponse:
         params = {"timeout": str(timeout_ms)}
         if since:
@@ -277,11 +150,11 @@ class MatrixHttp:
             f"{API}/sync",
             SyncResponse,
             params=params,
-            wait=self.timeout + timeout_ms / 1000,
+            wait=self.timeout + timeout_ms / 1000 if wait is None else wait,
         )
 
     async def send_message(self, room_id: str, txn_id: str, content: dict[str, Any]) -> str:
-        path = f"{API}/rooms/{_q(room_id)}/send/m.room.message/{_q(txn_id)}"
+        path = f"{API}/rooms/{quote(room_id)}/send/m.room.message/{quote(txn_id)}"
         return (await self.request("PUT", path, EventId, body=content)).event_id
 
     async def messages(
@@ -299,7 +172,7 @@ class MatrixHttp:
         if filter:
             params["filter"] = filter
         return await self.request(
-            "GET", f"{API}/rooms/{_q(room_id)}/messages", Messages, params=params
+            "GET", f"{API}/rooms/{quote(room_id)}/messages", Messages, params=params
         )
 
     async def create_room(
@@ -318,28 +191,28 @@ class MatrixHttp:
         return (await self.request("POST", f"{API}/createRoom", RoomId, body=body)).room_id
 
     async def join(self, room: str) -> str:
-        return (await self.request("POST", f"{API}/join/{_q(room)}", RoomId, body={})).room_id
+        return (await self.request("POST", f"{API}/join/{quote(room)}", RoomId, body={})).room_id
 
     async def invite(self, room_id: str, user_id: str) -> None:
-        path = f"{API}/rooms/{_q(room_id)}/invite"
+        path = f"{API}/rooms/{quote(room_id)}/invite"
         await self.request("POST", path, _Empty, body={"user_id": user_id})
 
     async def leave(self, room_id: str) -> None:
-        await self.request("POST", f"{API}/rooms/{_q(room_id)}/leave", _Empty, body={})
+        await self.request("POST", f"{API}/rooms/{quote(room_id)}/leave", _Empty, body={})
 
     async def read_receipt(self, room_id: str, event_id: str) -> None:
-        path = f"{API}/rooms/{_q(room_id)}/receipt/m.read/{_q(event_id)}"
+        path = f"{API}/rooms/{quote(room_id)}/receipt/m.read/{quote(event_id)}"
         await self.request("POST", path, _Empty, body={})
 
     async def account_data(self, user_id: str, kind: str) -> dict[str, Any]:
-        path = f"{API}/user/{_q(user_id)}/account_data/{_q(kind)}"
+        path = f"{API}/user/{quote(user_id)}/account_data/{quote(kind)}"
         raw = await self.request("GET", path, msgspec.Raw)
         value = decode(bytes(raw), dict[str, Any])
         return value
 
     async def set_account_data(self, user_id: str, kind: str, content: dict[str, Any]) -> None:
-        path = f"{API}/user/{_q(user_id)}/account_data/{_q(kind)}"
+        path = f"{API}/user/{quote(user_id)}/account_data/{quote(kind)}"
         await self.request("PUT", path, _Empty, body=content)
 
     async def profile(self, user_id: str) -> Profile:
-        return await self.request("GET", f"{API}/profile/{_q(user_id)}", Profile)
+        return await self.request("GET", f"{API}/profile/{quote(user_id)}", Profile)
