@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from harness.synapse import Synapse
+from harness.synapse import Account, Synapse
 from harness.waits import until
-from tests.matrix.support import room_texts, room_with, start
+from tests.matrix.support import matrix_config, room_texts, room_with, start
 from tests.support.engines import Engines
-from tui_chat.core.models import GROUP_PREFIX, OutState
+from tui_chat.core.config import ClientConfig
+from tui_chat.core.models import GROUP_PREFIX, ConnState, OutState
+from tui_chat.matrix.http import MatrixHttp
+from tui_chat.matrix.transport import MatrixTransport
 
 
 async def test_send_pending_then_sent_and_received(synapse: Synapse, engines: Engines) -> None:
@@ -59,3 +62,46 @@ async def test_catch_up_after_offline(synapse: Synapse, engines: Engines) -> Non
     assert texts() == [f"m{i}" for i in range(30)]
     seqs = [m.seq for m in b2.engine.messages(key, limit=500)]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+async def test_limited_timeline_is_back_filled_without_a_gap(
+    synapse: Synapse, engines: Engines
+) -> None:
+    """Bob's /sync timeline holds 5 events; 40 arrive while he is offline: /messages
+    back-fills the rest, so he holds every one, once, in the server's order."""
+    alice, bob = synapse.register("alice"), synapse.register("bob")
+    room = await room_with(synapse, alice, bob)
+    key = GROUP_PREFIX + room
+
+    def small(cfg: ClientConfig) -> MatrixTransport:
+        return MatrixTransport(cfg.server.url, bob.user_id, cfg.sync, timeline_limit=5)
+
+    cfg = matrix_config(engines.root, bob, synapse.url, name="bob-small")
+    b = await engines.run(cfg, bob.access_token, small(cfg))
+    await b.online(30)
+    await until(lambda: b.engine.store.has_conversation(key), "bob sees the room")
+    await engines.stop(b)
+    http = MatrixHttp(synapse.url, token=alice.access_token)
+    try:
+        for i in range(40):
+            await http.send_message(room, f"t{i}", {"msgtype": "m.text", "body": f"b{i}"})
+    finally:
+        await http.aclose()
+    b2 = await engines.run(cfg, bob.access_token, small(cfg))
+    await b2.online(30)
+
+    def texts() -> list[str]:
+        return [m.body for m in b2.engine.messages(key, limit=500) if m.kind == "text"]
+
+    await until(lambda: len(texts()) >= 40, "bob holds all 40", within=30)
+    assert texts() == [f"b{i}" for i in range(40)]
+    seqs = [m.seq for m in b2.engine.messages(key, limit=500)]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_a_refused_token_waits_for_the_user(synapse: Synapse, engines: Engines) -> None:
+    alice = synapse.register("alice")
+    bad = Account(alice.user_id, alice.localpart, alice.password, "not-a-token", "X")
+    a = await start(engines, bad, synapse.url)
+    await until(lambda: a.state is ConnState.AUTH_FAILED, "auth_failed", within=30)
+    assert "M_UNKNOWN_TOKEN" in (a.engine.status.reason or "")

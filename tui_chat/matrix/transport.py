@@ -220,7 +220,9 @@ class MatrixTransport:
             backfilled = {}
             for need in tr.backfill_needed(resp):
                 backfilled[need.room_id] = await self._backfill(http, need)
-            frames = tr.apply_sync(resp, backfilled)
+            async with self._dm_lock:
+                # A DM room being created now is known as one before its events apply.
+                frames = tr.apply_sync(resp, backfilled)
             for frame in frames:
                 end = sink.on_frame(frame)
                 if end is not None:
@@ -248,7 +250,9 @@ class MatrixTransport:
             token = page.end
         else:
             log.warning("back-fill of %r stopped after %d pages", need.room_id, BACKFILL_PAGES)
-        return [ev for page in reversed(pages) for ev in page]
+        events = [ev for page in reversed(pages) for ev in page]
+        log.info("back-filled %d events of %r in %d pages", len(events), need.room_id, len(pages))
+        return events
 
     # ------------------------------------------------------------ frames out
 
