@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,7 +218,9 @@ class Synapse:
             data: dict[str, Any] = json.loads(resp.read())
             return data
 
-    def register(self, localpart: str, password: str = "", *, unique: bool = True) -> Account:
+    def register(
+        self, localpart: str, password: str = "", *, unique: bool = True, admin: bool = False
+    ) -> Account:
         """A new user through the shared-secret admin API (HMAC-SHA1 over nonce and fields).
 
         ``unique`` appends a counter so that tests sharing one homeserver never collide.
@@ -228,22 +231,29 @@ class Synapse:
         password = password or secrets.token_urlsafe(12)
         nonce = self._get("/_synapse/admin/v1/register")["nonce"]
         mac = hmac.new(SHARED_SECRET.encode(), digestmod=hashlib.sha1)
-        for part in (nonce, localpart, password, "notadmin"):
-            mac.update(part.encode())
-            if part != "notadmin":
-                mac.update(b"\x00")
+        role = "admin" if admin else "notadmin"
+        mac.update("\x00".join((nonce, localpart, password, role)).encode())
         done = self._post(
             "/_synapse/admin/v1/register",
             {
                 "nonce": nonce,
                 "username": localpart,
                 "password": password,
-                "admin": False,
+                "admin": admin,
                 "mac": mac.hexdigest(),
             },
         )
         return Account(
             done["user_id"], localpart, password, done["access_token"], done["device_id"]
+        )
+
+    def limit_messages(self, admin: Account, user_id: str, per_second: int, burst: int) -> None:
+        """Throttle one user's sends (the admin API's per-user rate limit override)."""
+        quoted = urllib.parse.quote(user_id, safe="")
+        self._post(
+            f"/_synapse/admin/v1/users/{quoted}/override_ratelimit",
+            {"messages_per_second": per_second, "burst_count": burst},
+            admin.access_token,
         )
 
     def pause(self) -> None:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import msgspec
+
 from harness.synapse import Account, Synapse
 from harness.waits import until
 from tests.matrix.support import matrix_config, room_texts, room_with, start
 from tests.support.engines import Engines
 from tui_chat.core.config import ClientConfig
 from tui_chat.core.models import GROUP_PREFIX, ConnState, OutState
-from tui_chat.matrix.http import MatrixHttp
+from tui_chat.matrix.http import API, MatrixHttp
 from tui_chat.matrix.transport import MatrixTransport
 
 
@@ -105,3 +109,36 @@ async def test_a_refused_token_waits_for_the_user(synapse: Synapse, engines: Eng
     a = await start(engines, bad, synapse.url)
     await until(lambda: a.state is ConnState.AUTH_FAILED, "auth_failed", within=30)
     assert "M_UNKNOWN_TOKEN" in (a.engine.status.reason or "")
+
+
+async def test_mark_read_sends_a_read_receipt(synapse: Synapse, engines: Engines) -> None:
+    alice, bob = synapse.register("alice"), synapse.register("bob")
+    room = await room_with(synapse, alice, bob)
+    key = GROUP_PREFIX + room
+    http = MatrixHttp(synapse.url, token=bob.access_token)
+    try:
+        event_id = await http.send_message(room, "r1", {"msgtype": "m.text", "body": "read me"})
+        a = await start(engines, alice, synapse.url)
+        await a.online(30)
+        await until(
+            lambda: any(m.body == "read me" for m in a.engine.messages(key)), "alice has it"
+        )
+        a.engine.mark_read(key)
+
+        async def receipt() -> bool:
+            raw = await http.request("GET", f"{API}/sync", msgspec.Raw, params={"timeout": "0"})
+            data = msgspec.json.decode(bytes(raw))
+            ephemeral = data["rooms"]["join"].get(room, {}).get("ephemeral", {}).get("events", [])
+            return any(
+                alice.user_id in e["content"].get(event_id, {}).get("m.read", {})
+                for e in ephemeral
+                if e["type"] == "m.receipt"
+            )
+
+        for _ in range(200):
+            if await receipt():
+                break
+            await asyncio.sleep(0.1)
+        assert await receipt()
+    finally:
+        await http.aclose()

@@ -4,6 +4,9 @@ homeserver. Every check reads the room back through the API: stored once, never 
 from __future__ import annotations
 
 import asyncio
+import logging
+
+import pytest
 
 from harness.faultproxy import FaultProxy
 from harness.synapse import Synapse
@@ -73,3 +76,24 @@ async def test_hung_homeserver_sigstop(synapse: Synapse, engines: Engines) -> No
         synapse.resume()
     await until(lambda: a.state_of(sent.client_id) is OutState.SENT, "sent after SIGCONT", 30)
     assert await room_texts(synapse, alice, room) == [(alice.user_id, "into a hung homeserver")]
+
+
+async def test_rate_limited_sends_wait_and_are_not_failures(
+    synapse: Synapse, engines: Engines, caplog: pytest.LogCaptureFixture
+) -> None:
+    """429 M_LIMIT_EXCEEDED: each message waits retry_after_ms and goes, none fails."""
+    admin = synapse.register("admin", admin=True)
+    alice, bob = synapse.register("alice"), synapse.register("bob")
+    room = await room_with(synapse, alice, bob)
+    key = GROUP_PREFIX + room
+    a = await start(engines, alice, synapse.url)
+    await a.online(30)
+    await until(lambda: a.engine.store.has_conversation(key), "alice sees the room")
+    caplog.set_level(logging.INFO, logger="tui_chat.matrix.transport")
+    await asyncio.to_thread(synapse.limit_messages, admin, alice.user_id, 1, 1)
+    rows = [a.engine.send(key, f"r{i}") for i in range(4)]
+    await until(lambda: all(a.state_of(r.client_id) is OutState.SENT for r in rows), "all sent", 60)
+    for r in rows:
+        assert OutState.FAILED not in [e.message.state for e in a.changed(r.client_id)]
+    assert "rate limited by the homeserver" in caplog.text  # it really was throttled
+    assert await room_texts(synapse, alice, room) == [(alice.user_id, f"r{i}") for i in range(4)]

@@ -146,3 +146,13 @@ def test_checkpoint_round_trip_and_a_damaged_one_starts_afresh() -> None:
     assert msgs(again.apply_sync(sync("s2", [ev("$1"), ev("$2")])))[0].seq == 3
     assert load_state(b"{not json").since is None
     assert load_state(None).rooms == {}
+
+
+def test_malformed_answers_are_a_typed_error_not_a_traceback() -> None:
+    import pytest
+
+    from tui_chat.matrix.wire import BadResponse, decode
+
+    for raw in (b"{not json", b'{"rooms": {}}', b"[[[[", b'{"next_batch": 5}', b"\xff"):
+        with pytest.raises(BadResponse):
+            decode(raw, SyncResponse)

@@ -203,6 +203,9 @@ class Translator:
         """The first sight of a room: decide DM or group, and where our view begins."""
         for ev in state:
             self._fold_state(r, ev)
+        # Encryption cannot be turned off: a room that turns it on is shown as encrypted
+        # from its first line.
+        r.encrypted = r.encrypted or any(e.type == "m.room.encryption" for e in timeline)
         if not r.peer:
             r.peer = self._dm_peer(rid, r, [*state, *timeline])
         out: list[Frame] = []

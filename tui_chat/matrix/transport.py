@@ -215,7 +215,7 @@ class MatrixTransport:
             resp = await http.sync(
                 tr.state.since, timeout_ms=poll_ms, filter=flt, wait=poll_ms / 1000 + grace
             )
-            if first or time.monotonic() - started < poll_ms / 1000:
+            if first:
                 self._latency = (time.monotonic() - started) * 1000
             backfilled = {}
             for need in tr.backfill_needed(resp):
@@ -286,8 +286,19 @@ class MatrixTransport:
                     retryable=False,
                 )
             )
-        # Read receipts (p.Read) are not sent yet: the seq -> event id map is not kept.
+        elif isinstance(frame, p.Read):
+            r = tr.room(frame.conv)
+            # Only the event id of a room's newest seq is kept: a read of it (the usual
+            # case) becomes m.read on that event, which covers everything before it.
+            if r is not None and r.last_event and frame.seq >= r.seq:
+                self._spawn(self._receipt(http, frame.conv, r.last_event))
         return True
+
+    async def _receipt(self, http: MatrixHttp, room: str, event_id: str) -> None:
+        try:
+            await http.read_receipt(room, event_id)
+        except (MatrixError, Unreachable, BadResponse) as exc:
+            log.info("read receipt for %r not sent: %s", room, exc)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], txn: str | None = None) -> None:
         task = asyncio.create_task(coro, name="tui-chat-matrix")
@@ -341,6 +352,7 @@ class MatrixTransport:
         except MatrixError as exc:
             if exc.rate_limited:
                 wait = (exc.retry_after_ms or 1000) / 1000
+                log.info("rate limited by the homeserver: %r waits %.1f s", txn, wait)
                 self._reject(txn, p.ErrorCode.RATE_LIMITED, "rate limited", retry_after=wait)
             elif exc.auth:
                 self.end(self._refused(exc))
