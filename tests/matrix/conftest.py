@@ -5,8 +5,8 @@
              (``synapse.register("alice")`` gives a unique name), so they never see each
              other's rooms. Stopped at the end of the session.
 
-Every test here is skipped, with the reason, when synapse is not importable (the test
-extra is not installed).
+When synapse is not importable (the test extra is not installed) the other modules here
+are not collected and ``test_requires_synapse.py`` reports the skip with the reason.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import pytest
 from harness.synapse import Synapse, available
 
 if not available():
-    pytest.skip(
-        "matrix-synapse is not installed (pip install -e '.[test]')", allow_module_level=True
-    )
+    collect_ignore = [
+        p.name
+        for p in Path(__file__).parent.glob("test_*.py")
+        if p.name != "test_requires_synapse.py"
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ than a clear message naming the file and the key.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import stat
@@ -246,6 +247,14 @@ def check_url(url: str, path: Path | None, protocol: Protocol = "tui-chat") -> N
         raise ConfigError(path, "server.url", f"query or fragment in {url!r}; {expected}")
 
 
+def _have(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def load(path: Path) -> ClientConfig:
     """Read and validate a config file; raises :class:`ConfigError`."""
     cfg = configfile.load(path, ClientConfig)
@@ -254,6 +263,12 @@ def load(path: Path) -> ClientConfig:
     keys = ["token", "token_file", "token_command"]
     if cfg.server.protocol == "matrix":
         keys.append("password")
+        if not _have("httpx"):
+            raise ConfigError(
+                path,
+                "server.protocol",
+                "the Matrix back-end needs the matrix extra: pip install 'tui-chat[matrix]'",
+            )
     elif cfg.account.password is not None:
         raise ConfigError(
             path, "account.password", 'a password login needs [server] protocol = "matrix"'
