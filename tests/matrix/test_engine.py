@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -111,6 +112,12 @@ async def test_a_refused_token_waits_for_the_user(synapse: Synapse, engines: Eng
     assert "M_UNKNOWN_TOKEN" in (a.engine.status.reason or "")
 
 
+async def until_async(cond: Callable[[], Awaitable[bool]], what: str, within: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not await cond():
+        assert asyncio.get_running_loop().time() < deadline, f"not within {within} s: {what}"
+
+
 async def test_mark_read_sends_a_read_receipt(synapse: Synapse, engines: Engines) -> None:
     alice, bob = synapse.register("alice"), synapse.register("bob")
     room = await room_with(synapse, alice, bob)
@@ -123,22 +130,25 @@ async def test_mark_read_sends_a_read_receipt(synapse: Synapse, engines: Engines
         await until(
             lambda: any(m.body == "read me" for m in a.engine.messages(key)), "alice has it"
         )
+        # Bob's incremental /sync from here on (an initial one may be served from cache).
+        since = (await http.sync(None, timeout_ms=0)).next_batch
         a.engine.mark_read(key)
 
         async def receipt() -> bool:
-            raw = await http.request("GET", f"{API}/sync", msgspec.Raw, params={"timeout": "0"})
+            nonlocal since
+            raw = await http.request(
+                "GET", f"{API}/sync", msgspec.Raw, params={"timeout": "1000", "since": since}
+            )
             data = msgspec.json.decode(bytes(raw))
-            ephemeral = data["rooms"]["join"].get(room, {}).get("ephemeral", {}).get("events", [])
+            since = data["next_batch"]
+            joined = data.get("rooms", {}).get("join", {})
+            ephemeral = joined.get(room, {}).get("ephemeral", {}).get("events", [])
             return any(
                 alice.user_id in e["content"].get(event_id, {}).get("m.read", {})
                 for e in ephemeral
                 if e["type"] == "m.receipt"
             )
 
-        for _ in range(200):
-            if await receipt():
-                break
-            await asyncio.sleep(0.1)
-        assert await receipt()
+        await until_async(receipt, "bob's /sync shows alice's receipt on the message")
     finally:
         await http.aclose()
