@@ -115,8 +115,9 @@ class Engine:
             cfg.server.url, cfg.sync, ssl_context=ssl_context, observe=self._observed
         )
 
-    def _valid_user(self, name: str) -> bool:
-        """A peer's name as this server spells users: a tui-chat name or a Matrix id."""
+    def valid_user(self, name: str) -> bool:
+        """Whether ``name`` is a user as this server spells them: a tui-chat name, or a Matrix
+        user id (@name:server) with protocol = "matrix". For the UI's name fields too."""
         if self.config.server.protocol == "matrix":
             return MXID_RE.match(name) is not None
         return p.USER_RE.match(name) is not None
@@ -226,7 +227,7 @@ class Engine:
         committed to the outbox before this returns."""
         if is_group_key(peer):
             self._require_group(peer)
-        elif not self._valid_user(peer):
+        elif not self.valid_user(peer):
             raise ValueError(f"invalid user name {peer!r}")
         if not body.strip():
             raise ValueError("message is empty")
@@ -240,7 +241,7 @@ class Engine:
         """
         title = _check_title(title)
         for name in members:
-            if not self._valid_user(name):
+            if not self.valid_user(name):
                 raise ValueError(f"invalid user name {name!r}")
         cid = new_client_id()
         view = self._queue(
@@ -254,7 +255,7 @@ class Engine:
     def add_member(self, key: str, user: str) -> ChatMessage:
         """Add ``user`` to the group ``key`` (only its creator may)."""
         self._require_group(key)
-        if not self._valid_user(user):
+        if not self.valid_user(user):
             raise ValueError(f"invalid user name {user!r}")
         return self._queue(key, "add", arg=user)
 
@@ -263,7 +264,7 @@ class Engine:
         self._require_group(key)
         if user == self.user:
             raise ValueError("to leave a group, use leave")
-        if not self._valid_user(user):
+        if not self.valid_user(user):
             raise ValueError(f"invalid user name {user!r}")
         return self._queue(key, "remove", arg=user)
 
@@ -387,7 +388,7 @@ class Engine:
 
     async def lookup_user(self, name: str) -> bool | None:
         """Whether the server knows ``name``; None when it cannot be asked or did not answer."""
-        if not self._valid_user(name):
+        if not self.valid_user(name):
             return False
         fut: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
         self._core.lookup(name, _resolver(fut))

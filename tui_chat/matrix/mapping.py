@@ -346,7 +346,7 @@ class Translator:
     def _client_id(self, rid: str, ev: Event) -> str:
         if ev.sender == self.user:
             txn = ev.unsigned.transaction_id if ev.unsigned is not None else None
-            txn = txn or self._sent.pop(ev.event_id, None)
+            txn = self._sent.pop(ev.event_id, None) or txn
             if txn:
                 self.state.pending.pop(txn, None)
                 return txn
