@@ -182,13 +182,23 @@ class MatrixHttp:
         invite: list[str] | None = None,
         is_direct: bool = False,
         preset: str = "private_chat",
+        creation_content: dict[str, Any] | None = None,
     ) -> str:
         body: dict[str, object] = {"preset": preset, "invite": invite or []}
+        if creation_content:
+            body["creation_content"] = creation_content
         if name is not None:
             body["name"] = name
         if is_direct:
             body["is_direct"] = True
         return (await self.request("POST", f"{API}/createRoom", RoomId, body=body)).room_id
+
+    async def put_state(
+        self, room_id: str, kind: str, state_key: str, content: dict[str, Any]
+    ) -> str:
+        """A state event (a name, a membership); returns its event id."""
+        path = f"{API}/rooms/{quote(room_id)}/state/{quote(kind)}/{quote(state_key)}"
+        return (await self.request("PUT", path, EventId, body=content)).event_id
 
     async def join(self, room: str) -> str:
         return (await self.request("POST", f"{API}/join/{quote(room)}", RoomId, body={})).room_id

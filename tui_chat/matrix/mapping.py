@@ -33,6 +33,10 @@ _K = p.MessageKind
 ENCRYPTED_BODY: Final = "encrypted: not supported yet"
 RECENT_IDS: Final = 64  # event ids remembered per room, to store each event once
 DIRECT: Final = "m.direct"
+# In the m.room.create content of a room made by a group `create`: that row's client_id,
+# so the room's first frame confirms it (also after a lost answer: no second room).
+CREATE_KEY: Final = "org.tui_chat.client_id"
+_MEMBER: Final = ("join", "invite")
 
 
 class RoomState(msgspec.Struct, omit_defaults=True):
@@ -41,7 +45,8 @@ class RoomState(msgspec.Struct, omit_defaults=True):
     peer: str = ""  # a DM's other member ("" for a group)
     name: str = ""
     creator: str = ""
-    members: list[str] = []  # joined members, in join order
+    members: list[str] = []  # joined and invited members, in order
+    create_id: str = ""  # the client_id of our group `create` that made this room
     encrypted: bool = False
     left: bool = False
     recent: list[str] = []  # the last RECENT_IDS event ids seen, oldest first
@@ -203,6 +208,13 @@ class Translator:
         """The first sight of a room: decide DM or group, and where our view begins."""
         for ev in state:
             self._fold_state(r, ev)
+        for ev in timeline:
+            if ev.type == "m.room.create" and ev.sender == self.user:
+                r.create_id = _str(ev.content, CREATE_KEY) or ""
+            elif ev.type == "m.room.name" and ev.state_key == "":
+                # The name the room has by the end of this batch titles its `created`; a
+                # rename to the same name is then not a change worth a line.
+                r.name = _str(ev.content, "name") or ""
         # Encryption cannot be turned off: a room that turns it on is shown as encrypted
         # from its first line.
         r.encrypted = r.encrypted or any(e.type == "m.room.encryption" for e in timeline)
@@ -221,8 +233,8 @@ class Translator:
                 p.Message(
                     conv=rid,
                     seq=1,
-                    sender=r.creator or self.user,
-                    client_id=f"{rid}/view",
+                    sender=self.user if r.create_id else (r.creator or self.user),
+                    client_id=r.create_id or f"{rid}/view",
                     body="",
                     ts=_millis(first_ts),
                     kind=_K.CREATED,
@@ -265,12 +277,14 @@ class Translator:
         c = ev.content
         if ev.type == "m.room.create":
             r.creator = _str(c, "creator") or ev.sender
+            if ev.sender == self.user:
+                r.create_id = _str(c, CREATE_KEY) or ""
         elif ev.type == "m.room.name":
             r.name = _str(c, "name") or ""
         elif ev.type == "m.room.encryption":
             r.encrypted = True
         elif ev.type == "m.room.member" and ev.state_key:
-            joined = c.get("membership") == "join"
+            joined = c.get("membership") in _MEMBER
             if joined and ev.state_key not in r.members:
                 r.members = [*r.members, ev.state_key]
             elif not joined and ev.state_key in r.members:
@@ -306,7 +320,7 @@ class Translator:
         c = ev.content
         state_event = ev.state_key is not None
         if state_event:
-            before_members = list(r.members)
+            before_members, before_name = list(r.members), r.name
             self._fold_state(r, ev)
         base = p.Message(
             conv=rid,
@@ -330,12 +344,14 @@ class Translator:
         if r.peer or not state_event:
             return None
         if ev.type == "m.room.name":
+            if r.name == before_name and base.client_id == ev.event_id:
+                return None  # the name the view began with (not our own rename: it confirms)
             return msgspec.structs.replace(base, kind=_K.RENAMED, title=self._title(rid, r))
         if ev.type == "m.room.member" and ev.state_key:
             who = ev.state_key
             was_in = who in before_members
             membership = c.get("membership")
-            if membership == "join" and not was_in:
+            if membership in _MEMBER and not was_in:
                 return msgspec.structs.replace(base, kind=_K.ADDED, user=who)
             if membership in ("leave", "ban") and was_in:
                 if who == ev.sender:

@@ -30,6 +30,7 @@ from tui_chat.core.config import SyncSection
 from tui_chat.core.transport import SILENCE_AFTER, FrameSink, Retry, SessionEnd
 from tui_chat.matrix.http import API, MatrixHttp, quote
 from tui_chat.matrix.mapping import (
+    CREATE_KEY,
     DIRECT,
     Backfill,
     Translator,
@@ -78,7 +79,7 @@ class MatrixTransport:
         self._wake: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._puts: dict[str, asyncio.Task[None]] = {}
-        self._dm_lock = asyncio.Lock()
+        self._apply_lock = asyncio.Lock()
         self._closing = False
         self._main: asyncio.Task[SessionEnd] | None = None
         self._latency: float | None = None
@@ -220,8 +221,9 @@ class MatrixTransport:
             backfilled = {}
             for need in tr.backfill_needed(resp):
                 backfilled[need.room_id] = await self._backfill(http, need)
-            async with self._dm_lock:
-                # A DM room being created now is known as one before its events apply.
+            async with self._apply_lock:
+                # A DM room being made, or a state event being sent, is known as ours
+                # before its events apply.
                 frames = tr.apply_sync(resp, backfilled)
             for frame in frames:
                 end = sink.on_frame(frame)
@@ -277,14 +279,20 @@ class MatrixTransport:
                     after=frame.after,
                 )
             )
-        elif isinstance(frame, (p.Create, p.Add, p.Remove, p.Leave, p.Rename)):
-            self._feed(
-                p.Reject(
-                    client_id=frame.client_id,
-                    code=p.ErrorCode.UNAVAILABLE,
-                    reason="group commands are not supported on Matrix yet",
-                    retryable=False,
-                )
+        elif isinstance(frame, p.Create):
+            self._spawn(self._create(http, frame), frame.client_id)
+        elif isinstance(frame, p.Add):
+            self._state_op(http, tr, frame.client_id, frame.conv, frame.user, "invite")
+        elif isinstance(frame, p.Remove):
+            self._state_op(http, tr, frame.client_id, frame.conv, frame.user, "leave")
+        elif isinstance(frame, p.Leave):
+            self._state_op(http, tr, frame.client_id, frame.conv, self.user, "leave")
+        elif isinstance(frame, p.Rename):
+            self._spawn(
+                self._put_state(
+                    http, tr, frame.client_id, frame.conv, "m.room.name", "", {"name": frame.title}
+                ),
+                frame.client_id,
             )
         elif isinstance(frame, p.Read):
             r = tr.room(frame.conv)
@@ -368,10 +376,65 @@ class MatrixTransport:
         except BadResponse as exc:
             self.end(SessionEnd(str(exc)))
 
+    async def _create(self, http: MatrixHttp, frame: p.Create) -> None:
+        """A group: a room named ``title`` with ``members`` invited. Its m.room.create
+        carries the client_id, so its first frame (a `created` by us) confirms the row,
+        and after a lost answer the catch-up finds the room instead of making another."""
+        try:
+            await http.create_room(
+                name=frame.title,
+                invite=list(frame.members),
+                creation_content={CREATE_KEY: frame.client_id},
+            )
+        except MatrixError as exc:
+            self._refused_op(frame.client_id, exc)
+        except (Unreachable, BadResponse) as exc:
+            self.end(SessionEnd(str(exc)))
+
+    def _state_op(
+        self, http: MatrixHttp, tr: Translator, cid: str, room: str, user: str, membership: str
+    ) -> None:
+        content = {"membership": membership}
+        self._spawn(self._put_state(http, tr, cid, room, "m.room.member", user, content), cid)
+
+    async def _put_state(
+        self,
+        http: MatrixHttp,
+        tr: Translator,
+        cid: str,
+        room: str,
+        kind: str,
+        key: str,
+        content: dict[str, Any],
+    ) -> None:
+        """A group command as one state event: its event id comes back through /sync as
+        the row's event (added, removed, left, renamed), which confirms it."""
+        try:
+            # /sync waits meanwhile: its event is known as this row's when it comes back.
+            async with self._apply_lock:
+                event_id = await http.put_state(room, kind, key, content)
+                tr.sent(cid, event_id)
+        except MatrixError as exc:
+            self._refused_op(cid, exc)
+        except (Unreachable, BadResponse) as exc:
+            self.end(SessionEnd(str(exc)))
+
+    def _refused_op(self, cid: str, exc: MatrixError) -> None:
+        if exc.rate_limited:
+            wait = (exc.retry_after_ms or 1000) / 1000
+            self._reject(cid, p.ErrorCode.RATE_LIMITED, "rate limited", retry_after=wait)
+        elif exc.auth:
+            self.end(self._refused(exc))
+        elif exc.status >= 500:
+            self.end(SessionEnd(f"homeserver error: {exc}"))
+        else:
+            code = p.ErrorCode.NOT_ALLOWED if exc.errcode == "M_FORBIDDEN" else _code(exc)
+            self._reject(cid, code, f"the homeserver refused it: {exc.errcode} {exc.error}")
+
     async def _dm_room(self, http: MatrixHttp, tr: Translator, peer: str) -> str:
         """The DM room with ``peer``: the one we hold, or a new one (is_direct, invited,
         recorded in m.direct)."""
-        async with self._dm_lock:
+        async with self._apply_lock:
             room = tr.dm_room(peer)
             if room is not None:
                 return room
