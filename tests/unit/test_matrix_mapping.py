@@ -156,3 +156,28 @@ def test_malformed_answers_are_a_typed_error_not_a_traceback() -> None:
     for raw in (b"{not json", b'{"rooms": {}}', b"[[[[", b'{"next_batch": 5}', b"\xff"):
         with pytest.raises(BadResponse):
             decode(raw, SyncResponse)
+
+
+def test_our_create_confirms_by_its_client_id_and_an_invite_is_an_add() -> None:
+    from tui_chat.matrix.mapping import CREATE_KEY
+
+    tr = Translator(ME)
+    timeline = [
+        ev("$c", "m.room.create", ME, state_key="", content={CREATE_KEY: "cid1"}),
+        member("$ma", ME, "join"),
+        ev("$n", "m.room.name", ME, state_key="", content={"name": "Lunch"}),
+        member("$ib", BOB, "invite", sender=ME),
+    ]
+    m = msgs(tr.apply_sync(sync("s1", timeline)))
+    assert [(x.kind, x.client_id, x.sender) for x in m] == [
+        ("created", "cid1", ME),
+        ("added", "$ib", ME),
+    ]
+    assert m[0].title == "Lunch" and m[1].user == BOB
+    tr.sent("cid2", "$r")  # our rename's PUT returned this event id
+    m2 = msgs(
+        tr.apply_sync(
+            sync("s2", [ev("$r", "m.room.name", ME, state_key="", content={"name": "Dinner"})])
+        )
+    )
+    assert [(x.kind, x.client_id, x.title) for x in m2] == [("renamed", "cid2", "Dinner")]
