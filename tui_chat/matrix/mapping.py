@@ -49,6 +49,7 @@ class RoomState(msgspec.Struct, omit_defaults=True):
     create_id: str = ""  # the client_id of our group `create` that made this room
     encrypted: bool = False
     left: bool = False
+    invited: bool = False  # shown from an invite; not joined yet
     recent: list[str] = []  # the last RECENT_IDS event ids seen, oldest first
 
 
@@ -135,6 +136,13 @@ class Translator:
         ``unsigned.transaction_id``."""
         self._sent[event_id] = txn_id
 
+    def direct_invite(self, peer: str) -> str | None:
+        """A DM invite from ``peer`` we have not answered."""
+        for rid, inviter in self.state.invited_direct.items():
+            if inviter == peer and rid not in self.state.rooms:
+                return rid
+        return None
+
     def expect_dm(self, room_id: str, peer: str) -> None:
         """We created ``room_id`` as the DM with ``peer`` (before its events arrive)."""
         r = self.state.rooms.setdefault(room_id, RoomState())
@@ -172,15 +180,9 @@ class Translator:
                     for u, rooms in ev.content.items()
                     if isinstance(rooms, list)
                 }
-        for rid, invited in resp.rooms.invite.items():
-            for ev in invited.invite_state.events:
-                if (
-                    ev.type == "m.room.member"
-                    and ev.state_key == self.user
-                    and ev.content.get("is_direct") is True
-                ):
-                    st.invited_direct[rid] = ev.sender
         out: list[Frame] = []
+        for rid, invited in resp.rooms.invite.items():
+            out.extend(self._invite(rid, invited.invite_state.events))
         for rid, joined in resp.rooms.join.items():
             events = [*backfilled.get(rid, []), *joined.timeline.events]
             out.extend(self._room(rid, joined.state.events, events))
@@ -190,6 +192,38 @@ class Translator:
                 st.rooms[rid].left = True
         st.since = resp.next_batch
         return out
+
+    def _invite(self, rid: str, stripped: list[Event]) -> list[Frame]:
+        """An invite. A DM invite is remembered (the peer's next `send {to}` from us joins
+        it); a group invite shows at once as the group, its inviter and us among the
+        members: writing into it joins it, leaving it declines."""
+        mine = [e for e in stripped if e.type == "m.room.member" and e.state_key == self.user]
+        if not mine or mine[-1].content.get("membership") != "invite":
+            return []
+        inviter = mine[-1].sender
+        if mine[-1].content.get("is_direct") is True:
+            self.state.invited_direct[rid] = inviter
+            return []
+        r = self.state.rooms.get(rid)
+        if r is not None and r.seq > 0:
+            return []  # already shown
+        r = self.state.rooms[rid] = RoomState(invited=True)
+        for ev in stripped:
+            self._fold_state(r, ev)
+        r.members = list(dict.fromkeys([inviter, *r.members, self.user]))
+        r.seq = 1
+        created = p.Message(
+            conv=rid,
+            seq=1,
+            sender=inviter,
+            client_id=f"{rid}/invite",
+            body="",
+            ts=0,
+            kind=_K.CREATED,
+            title=self._title(rid, r),
+            members=list(r.members),
+        )
+        return [created]
 
     def _room(self, rid: str, state: list[Event], timeline: list[Event]) -> list[Frame]:
         r = self.state.rooms.get(rid)
@@ -285,6 +319,8 @@ class Translator:
             r.encrypted = True
         elif ev.type == "m.room.member" and ev.state_key:
             joined = c.get("membership") in _MEMBER
+            if ev.state_key == self.user and c.get("membership") == "join":
+                r.invited = False
             if joined and ev.state_key not in r.members:
                 r.members = [*r.members, ev.state_key]
             elif not joined and ev.state_key in r.members:

@@ -345,6 +345,9 @@ class MatrixTransport:
             if r is not None and r.encrypted:
                 self._reject(txn, p.ErrorCode.NOT_ALLOWED, "encrypted rooms are not supported yet")
                 return
+            if r is not None and r.invited:
+                await http.join(room)  # writing into an invitation accepts it
+                r.invited = False
             tr.sending(txn, room)
             event_id = await http.request(
                 "PUT",
@@ -438,20 +441,34 @@ class MatrixTransport:
             room = tr.dm_room(peer)
             if room is not None:
                 return room
+            invited = tr.direct_invite(peer)
+            if invited is not None:
+                # The peer already asked: answering is accepting their DM room.
+                await http.join(invited)
+                tr.expect_dm(invited, peer)
+                tr.state.invited_direct.pop(invited, None)
+                await self._record_direct(http, peer, invited)
+                return invited
             room = await http.create_room(
                 invite=[peer], is_direct=True, preset="trusted_private_chat"
             )
             tr.expect_dm(room, peer)
-            try:
-                direct = await http.account_data(self.user, DIRECT)
-            except MatrixError as exc:
-                if exc.errcode != "M_NOT_FOUND":
-                    raise
-                direct = {}
-            rooms = direct.get(peer)
-            direct[peer] = [*(rooms if isinstance(rooms, list) else []), room]
-            await http.set_account_data(self.user, DIRECT, direct)
+            await self._record_direct(http, peer, room)
             return room
+
+    async def _record_direct(self, http: MatrixHttp, peer: str, room: str) -> None:
+        """Add ``room`` to our m.direct under ``peer`` (other clients see it as the DM)."""
+        try:
+            direct = await http.account_data(self.user, DIRECT)
+        except MatrixError as exc:
+            if exc.errcode != "M_NOT_FOUND":
+                raise
+            direct = {}
+        rooms = direct.get(peer)
+        known = rooms if isinstance(rooms, list) else []
+        if room not in known:
+            direct[peer] = [*known, room]
+            await http.set_account_data(self.user, DIRECT, direct)
 
     async def _cancel(self, http: MatrixHttp, tr: Translator, txn: str) -> None:
         """A give-up of a message that may have reached the homeserver: look for it first."""
