@@ -178,7 +178,9 @@ class ClientConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def store_path(self) -> Path:
         host = self.server.url.split("://", 1)[1].split("/", 1)[0].replace(":", "_")
-        return self.data_dir() / f"{self.account.user}@{host}.sqlite3"
+        # A Matrix localpart may hold "/": never a directory of its own.
+        user = self.account.user.replace("/", "%2F")
+        return self.data_dir() / f"{user}@{host}.sqlite3"
 
 
 def default_config_path() -> Path:
