@@ -178,11 +178,24 @@ def _config_command(action: str, explicit: str | None, online: bool = False) -> 
         print(f"{path}: OK ({what})")
         return 0
     print(f"{path}: the file is valid ({what}); logging in…")
-    from tui_chat.login_check import check_login
+    if cfg.server.protocol == "matrix":
+        from tui_chat.matrix.check import check_matrix_login
 
-    result = asyncio.run(
-        check_login(cfg.server.url, cfg.account.user, token, ctx, cfg.sync.connect_timeout)
-    )
+        result = asyncio.run(
+            check_matrix_login(
+                cfg.server.url,
+                cfg.account.user,
+                token,
+                password=cfg.account.password is not None,
+                request_timeout=cfg.sync.connect_timeout,
+            )
+        )
+    else:
+        from tui_chat.login_check import check_login
+
+        result = asyncio.run(
+            check_login(cfg.server.url, cfg.account.user, token, ctx, cfg.sync.connect_timeout)
+        )
     if result.ok:
         print(f"{cfg.server.url}: {result.message}")
         return 0

@@ -97,7 +97,7 @@ def uncomment_template(text: str) -> str:
     out = []
     for line in text.splitlines():
         m = re.match(r"^# (\[[a-z]+\](?:\s+#.*)?|[a-z_]+ = .*)$", line)
-        if m and not re.match(r"# (token_file|token_command|ca_file) ", line):
+        if m and not re.match(r"# (token_file|token_command|ca_file|password) ", line):
             line = m.group(1)
         out.append(line)
     return "\n".join(out) + "\n"

@@ -6,7 +6,9 @@ than a clear message naming the file and the key.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import stat
 import subprocess
 import urllib.parse
@@ -33,6 +35,10 @@ Seconds = Annotated[float, msgspec.Meta(gt=0)]
 # settings without a default; ``extra={"template": "set"}`` writes a setting uncommented.
 SET: Final = {"template": "set"}
 
+# A Matrix user id (@localpart:server), as `[account] user` with protocol = "matrix".
+MXID_RE: Final = re.compile(r"^@[a-z0-9._=/+-]{1,200}:[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+Protocol = Literal["tui-chat", "matrix"]
+
 
 def _doc(description: str, **meta: Any) -> msgspec.Meta:
     return msgspec.Meta(description=description, **meta)
@@ -41,10 +47,17 @@ def _doc(description: str, **meta: Any) -> msgspec.Meta:
 class ServerSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Where the chat server is."""
 
+    protocol: Annotated[
+        Protocol,
+        _doc('"tui-chat" (tui-chat-server) or "matrix" (a Matrix homeserver, e.g. Synapse)'),
+    ] = "tui-chat"
     # Checked by check_url (scheme, host, port range) for a message that says which part.
     url: Annotated[
         str,
-        _doc("the server's address: ws://HOST:PORT or wss://HOST:PORT", extra=SET),
+        _doc(
+            "the server's address: ws://HOST:PORT or wss://HOST:PORT (matrix: https://HOST[:PORT])",
+            extra=SET,
+        ),
     ] = "ws://127.0.0.1:8765"
     ca_file: Annotated[
         str | None,
@@ -53,13 +66,15 @@ class ServerSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class AccountSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Who you are on that server. Give exactly one of token, token_file, token_command."""
+    """Who you are. Exactly one of token, token_file, token_command (matrix: or password)."""
 
+    # Checked by check_user: a name for tui-chat, a Matrix user id for matrix.
     user: Annotated[
         str,
-        msgspec.Meta(pattern=USER_RE.pattern),
+        msgspec.Meta(min_length=1, max_length=255),
         _doc(
-            "your user name (1-32 of a-z 0-9 _ . -, starting with a letter or digit)",
+            "your user name (1-32 of a-z 0-9 _ . -, starting with a letter or digit),"
+            " or @name:server on Matrix",
             examples=["alice"],
         ),
     ]
@@ -83,6 +98,13 @@ class AccountSection(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
         _doc(
             "a command that prints the token, e.g. a password manager",
             examples=[["pass", "show", "tui-chat"]],
+        ),
+    ] = None
+    password: Annotated[
+        str | None,
+        _doc(
+            "matrix: log in once with it (the access token is kept in the store)",
+            examples=["…"],
         ),
     ] = None
 
@@ -177,7 +199,9 @@ class ClientConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
     def store_path(self) -> Path:
         host = self.server.url.split("://", 1)[1].split("/", 1)[0].replace(":", "_")
-        return self.data_dir() / f"{self.account.user}@{host}.sqlite3"
+        # A Matrix localpart may hold "/": never a directory of its own.
+        user = self.account.user.replace("/", "%2F")
+        return self.data_dir() / f"{user}@{host}.sqlite3"
 
 
 def default_config_path() -> Path:
@@ -193,13 +217,38 @@ def resolve_config_path(explicit: str | os.PathLike[str] | None) -> Path:
     return default_config_path()
 
 
-def check_url(url: str, path: Path | None) -> None:
+def check_user(cfg: ClientConfig, path: Path | None) -> None:
+    """account.user: a tui-chat name, or a Matrix user id with protocol = "matrix"."""
+    user = cfg.account.user
+    if cfg.server.protocol == "matrix":
+        if not MXID_RE.match(user):
+            raise ConfigError(
+                path,
+                "account.user",
+                f"{user!r} is not a Matrix user id;"
+                " expected @name:server (e.g. @alice:example.org)",
+            )
+    elif not USER_RE.match(user):
+        raise ConfigError(
+            path,
+            "account.user",
+            f"{user!r} is not a user name; expected 1-32 of a-z 0-9 _ . -, starting with a"
+            ' letter or digit (a Matrix id needs [server] protocol = "matrix")',
+        )
+
+
+def check_url(url: str, path: Path | None, protocol: Protocol = "tui-chat") -> None:
     """What the pattern cannot say: a host, and a port the socket layer accepts.
 
     Without this a port like 99999 passes the pattern and then fails deep inside the
     connection code, long after start-up said nothing.
     """
-    expected = "expected ws://HOST[:PORT][/PATH] or wss://HOST[:PORT][/PATH]"
+    schemes = ("http", "https") if protocol == "matrix" else ("ws", "wss")
+    expected = (
+        "expected https://HOST[:PORT] (or http:// on 127.0.0.1) for a Matrix homeserver"
+        if protocol == "matrix"
+        else "expected ws://HOST[:PORT][/PATH] or wss://HOST[:PORT][/PATH]"
+    )
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
@@ -209,7 +258,7 @@ def check_url(url: str, path: Path | None) -> None:
                 path, "server.url", f"bad port in {url!r}; expected a port from 1 to 65535"
             ) from None
         raise ConfigError(path, "server.url", f"{exc} in {url!r}; {expected}") from None
-    if parts.scheme not in ("ws", "wss"):
+    if parts.scheme not in schemes:
         raise ConfigError(path, "server.url", f"scheme {parts.scheme!r} in {url!r}; {expected}")
     if not parts.hostname:
         raise ConfigError(path, "server.url", f"no host in {url!r}; {expected}")
@@ -221,18 +270,39 @@ def check_url(url: str, path: Path | None) -> None:
         raise ConfigError(path, "server.url", f"query or fragment in {url!r}; {expected}")
 
 
+def _have(module: str) -> bool:
+    """Whether ``module`` can be imported, without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def load(path: Path) -> ClientConfig:
     """Read and validate a config file; raises :class:`ConfigError`."""
     cfg = configfile.load(path, ClientConfig)
-    check_url(cfg.server.url, path)
-    sources = [
-        k for k in ("token", "token_file", "token_command") if getattr(cfg.account, k) is not None
-    ]
+    check_url(cfg.server.url, path, cfg.server.protocol)
+    check_user(cfg, path)
+    keys = ["token", "token_file", "token_command"]
+    if cfg.server.protocol == "matrix":
+        keys.append("password")
+        if not _have("httpx"):
+            raise ConfigError(
+                path,
+                "server.protocol",
+                "the Matrix back-end needs the matrix extra: pip install 'tui-chat[matrix]'",
+            )
+    elif cfg.account.password is not None:
+        raise ConfigError(
+            path, "account.password", 'a password login needs [server] protocol = "matrix"'
+        )
+    sources = [k for k in keys if getattr(cfg.account, k) is not None]
     if len(sources) != 1:
         raise ConfigError(
             path,
             "account.token",
-            "expected exactly one of account.token, account.token_file, account.token_command"
+            "expected exactly one of "
+            + ", ".join(f"account.{k}" for k in keys)
             + (f" (found {', '.join(sources)})" if sources else ""),
         )
     return cfg
@@ -241,6 +311,11 @@ def load(path: Path) -> ClientConfig:
 def resolve_token(cfg: ClientConfig, path: Path | None = None) -> str:
     """The account's token, from the config itself, a token file, or a command."""
     acct = cfg.account
+    if acct.password is not None:
+        # Matrix: the transport logs in with it once and keeps the access token.
+        if not acct.password:
+            raise ConfigError(path, "account.password", "the password is empty")
+        return acct.password
     if acct.token is not None:
         token = acct.token
     elif acct.token_file is not None:
@@ -315,7 +390,7 @@ def token_source(
 def permission_warnings(cfg: ClientConfig, path: Path | None) -> list[str]:
     """Files holding a token that other users can read."""
     files: list[Path] = []
-    if cfg.account.token is not None and path is not None:
+    if (cfg.account.token is not None or cfg.account.password is not None) and path is not None:
         files.append(path)
     if cfg.account.token_file is not None:
         files.append(Path(cfg.account.token_file).expanduser())

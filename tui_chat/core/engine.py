@@ -23,7 +23,7 @@ from msgspec.structs import replace
 
 from tui_chat import protocol as p
 from tui_chat.core.backoff import Backoff
-from tui_chat.core.config import ClientConfig
+from tui_chat.core.config import MXID_RE, ClientConfig
 from tui_chat.core.models import (
     GROUP_PREFIX,
     PENDING_GROUP_PREFIX,
@@ -93,14 +93,35 @@ class Engine:
         self._core = SyncCore(
             self._replica, sync, on_online=self._went_online, on_silence=self._silence
         )
-        self._transport: Transport = transport or WebSocketTransport(
-            config.server.url, sync, ssl_context=ssl_context, observe=self._observed
-        )
+        self._transport: Transport = transport or self._default_transport(ssl_context)
         self._wake_pump = asyncio.Event()
         self._wake_connect = asyncio.Event()
         self._stopping = False
         self._online_since: float | None = None
         self._expire_on_start()
+
+    def _default_transport(self, ssl_context: ssl.SSLContext | None) -> Transport:
+        cfg = self.config
+        if cfg.server.protocol == "matrix":
+            # Imported only here: the base install has no httpx (the `matrix` extra).
+            from tui_chat.matrix.transport import MatrixTransport
+
+            return MatrixTransport(
+                cfg.server.url,
+                self.user,
+                cfg.sync,
+                password_login=cfg.account.password is not None,
+            )
+        return WebSocketTransport(
+            cfg.server.url, cfg.sync, ssl_context=ssl_context, observe=self._observed
+        )
+
+    def valid_user(self, name: str) -> bool:
+        """Whether ``name`` is a user as this server spells them: a tui-chat name, or a Matrix
+        user id (@name:server) with protocol = "matrix". For the UI's name fields too."""
+        if self.config.server.protocol == "matrix":
+            return MXID_RE.match(name) is not None
+        return p.USER_RE.match(name) is not None
 
     # ------------------------------------------------------------ events
 
@@ -223,7 +244,7 @@ class Engine:
         committed to the outbox before this returns."""
         if is_group_key(peer):
             self._require_group(peer)
-        elif not p.USER_RE.match(peer):
+        elif not self.valid_user(peer):
             raise ValueError(f"invalid user name {peer!r}")
         if not body.strip():
             raise ValueError("message is empty")
@@ -237,7 +258,7 @@ class Engine:
         """
         title = _check_title(title)
         for name in members:
-            if not p.USER_RE.match(name):
+            if not self.valid_user(name):
                 raise ValueError(f"invalid user name {name!r}")
         cid = new_client_id()
         view = self._queue(
@@ -251,7 +272,7 @@ class Engine:
     def add_member(self, key: str, user: str) -> ChatMessage:
         """Add ``user`` to the group ``key`` (only its creator may)."""
         self._require_group(key)
-        if not p.USER_RE.match(user):
+        if not self.valid_user(user):
             raise ValueError(f"invalid user name {user!r}")
         return self._queue(key, "add", arg=user)
 
@@ -260,7 +281,7 @@ class Engine:
         self._require_group(key)
         if user == self.user:
             raise ValueError("to leave a group, use leave")
-        if not p.USER_RE.match(user):
+        if not self.valid_user(user):
             raise ValueError(f"invalid user name {user!r}")
         return self._queue(key, "remove", arg=user)
 
@@ -384,7 +405,7 @@ class Engine:
 
     async def lookup_user(self, name: str) -> bool | None:
         """Whether the server knows ``name``; None when it cannot be asked or did not answer."""
-        if not p.USER_RE.match(name):
+        if not self.valid_user(name):
             return False
         fut: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
         self._core.lookup(name, _resolver(fut))
@@ -623,3 +644,15 @@ class _Sink:
 
     def on_silence(self, since: float | None) -> None:
         self._core.on_silence(since)
+
+    def on_checkpoint(self, state: bytes) -> None:
+        self._core.on_checkpoint(state)
+
+    def resume_state(self) -> bytes | None:
+        return self._core.resume_state()
+
+    def save_login(self, state: bytes) -> None:
+        self._core.save_login(state)
+
+    def saved_login(self) -> bytes | None:
+        return self._core.saved_login()

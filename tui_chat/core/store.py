@@ -18,6 +18,7 @@ and :attr:`LocalStore.repair_report` says what happened.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import sqlite3
@@ -47,6 +48,11 @@ from tui_chat.core.models import (
 )
 from tui_chat.core.store_repair import StoreDamaged, StoreRepair
 from tui_chat.protocol import MessageKind
+
+# meta keys of the transport's own state; RESUME_SLOT is dropped with the replica.
+_TRANSPORT_SLOT: Final = "transport:"
+RESUME_SLOT: Final = "resume"
+LOGIN_SLOT: Final = "login"
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -569,6 +575,8 @@ class LocalStore:
         )
         self._db.execute("DELETE FROM outbox WHERE state=?", (OutState.SENT.value,))
         self._db.execute("UPDATE outbox SET conv=NULL, seq=NULL")
+        # The transport's resume point belongs to the old history (its login does not).
+        self._db.execute("DELETE FROM meta WHERE key=?", (_TRANSPORT_SLOT + RESUME_SLOT,))
         self._set_meta("epoch", epoch)
         self.commit()
         self._peer_of.clear()
@@ -576,6 +584,20 @@ class LocalStore:
         self._wm.clear()
         self._top.clear()
         self._read_seq.clear()
+
+    # ------------------------------------------------------------ transport state
+
+    def transport_state(self, slot: str) -> bytes | None:
+        """Opaque state a transport keeps here (see FrameSink.on_checkpoint/save_login)."""
+        value = self._meta(_TRANSPORT_SLOT + slot)
+        return None if value is None else base64.b64decode(value)
+
+    def set_transport_state(self, slot: str, state: bytes, *, durable: bool = False) -> None:
+        """Set inside the open transaction (committed with it), or at once if ``durable``."""
+        self._begin()
+        self._set_meta(_TRANSPORT_SLOT + slot, base64.b64encode(state).decode())
+        if durable:
+            self.commit()
 
     def watermarks(self) -> dict[str, int]:
         return {conv: wm for conv, wm in self._wm.items() if wm > 0}

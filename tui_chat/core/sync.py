@@ -37,8 +37,10 @@ from tui_chat.core.models import (
 from tui_chat.core.outbox import human_duration
 from tui_chat.core.replica import Replica
 from tui_chat.core.store import (
+    LOGIN_SLOT,
     NOT_MEMBER_REASON,
     OP_KIND,
+    RESUME_SLOT,
     OutboxRow,
     create_args,
     initial_members,
@@ -152,6 +154,22 @@ class SyncCore:
     def on_silence(self, since: float | None) -> None:
         self._link_silent = since
         self._update_silence(self._ack_silence(self._clock()))
+
+    # ------------------------------------------------------------ transport state
+
+    def on_checkpoint(self, state: bytes) -> None:
+        """In the open transaction: committed with the messages fed before it."""
+        self.store.set_transport_state(RESUME_SLOT, state)
+        self.replica.schedule_flush()
+
+    def resume_state(self) -> bytes | None:
+        return self.store.transport_state(RESUME_SLOT)
+
+    def save_login(self, state: bytes) -> None:
+        self.store.set_transport_state(LOGIN_SLOT, state, durable=True)
+
+    def saved_login(self) -> bytes | None:
+        return self.store.transport_state(LOGIN_SLOT)
 
     # ------------------------------------------------------------ frames
 

@@ -54,6 +54,28 @@ class FrameSink(Protocol):
     def on_silence(self, since: float | None) -> None:
         """The link stopped answering in time (``since``: time.time()), or answers again."""
 
+    # A transport whose server has no per-conversation seqs (Matrix) keeps state of its
+    # own to resume from: where its server's stream stands, and how it numbered what it
+    # fed so far. That state must never run ahead of, or behind, the stored messages.
+
+    def on_checkpoint(self, state: bytes) -> None:
+        """The transport's resume state after every frame fed so far (opaque bytes).
+
+        Stored in the same transaction as those frames' messages and committed with
+        them, so after a crash the store and this state agree. Cleared with the replica
+        when the epoch changes.
+        """
+
+    def resume_state(self) -> bytes | None:
+        """The last committed :meth:`on_checkpoint` state (None: start afresh)."""
+
+    def save_login(self, state: bytes) -> None:
+        """Credentials the transport obtained itself (e.g. an access token and device id
+        from a password login): committed durably at once, kept across epoch changes."""
+
+    def saved_login(self) -> bytes | None:
+        """What :meth:`save_login` stored last (None: nothing yet)."""
+
 
 class Transport(Protocol):
     """One server. ``session`` is called again by the engine for every reconnect."""
