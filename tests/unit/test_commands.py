@@ -49,3 +49,20 @@ def test_tab_completes_a_unique_prefix_and_extends_a_shared_one() -> None:
     assert complete("/zz") == ("/zz", [])
     assert complete("hello") == ("hello", [])
     assert complete("/me hi") == ("/me hi", [])
+
+
+def test_group_lines_take_matrix_ids_whose_colons_are_not_the_title_s() -> None:
+    from tui_chat.core.config import MXID_RE
+    from tui_chat.ui.group_screens import parse_group
+
+    def mxid(name: str) -> bool:
+        return MXID_RE.match(name) is not None
+
+    assert parse_group("Lunch: bob, carol") == ("Lunch", ["bob", "carol"])
+    assert parse_group("Re: lunch: @bob") == ("Re: lunch", ["bob"])
+    assert parse_group("Lunch: @bob:localhost, @carol:example.org:8448", mxid) == (
+        "Lunch",
+        ["@bob:localhost", "@carol:example.org:8448"],
+    )
+    bad = parse_group("Lunch: bob", mxid)
+    assert isinstance(bad, str) and "@name:server" in bad

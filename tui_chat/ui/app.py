@@ -35,7 +35,6 @@ from tui_chat.core.models import (
     Event,
     OutState,
 )
-from tui_chat.protocol import USER_RE
 from tui_chat.ui import commands
 from tui_chat.ui import engine_events as ev
 from tui_chat.ui.composer import Composer
@@ -44,6 +43,7 @@ from tui_chat.ui.group_screens import (
     CreateGroupScreen,
     check_user_name,
     parse_group,
+    user_name,
 )
 from tui_chat.ui.groups_text import conversation_name, is_pending_group, name_colour
 from tui_chat.ui.link_screen import LinkScreen
@@ -495,7 +495,8 @@ class ChatApp(App[int]):
                 self.open_conversation(peer)
                 self.composer.focus()
 
-        self.push_screen(NewConversationScreen(self.engine.lookup_user), done)
+        screen = NewConversationScreen(self.engine.lookup_user, self.engine.valid_user)
+        self.push_screen(screen, done)
 
     # ------------------------------------------------------------ groups
 
@@ -505,7 +506,7 @@ class ChatApp(App[int]):
                 return
             self._create_group(*answer)
 
-        self.push_screen(CreateGroupScreen(), done)
+        self.push_screen(CreateGroupScreen(self.engine.valid_user), done)
 
     def _open_group(
         self, *, manage: bool = False, key: str | None = None
@@ -588,13 +589,13 @@ class ChatApp(App[int]):
             self.composer.focus()
 
     def _add_problem(self, summary: ConversationSummary, value: str) -> str | None:
-        problem = check_user_name(value)
-        if problem is None and value.removeprefix("@") in summary.members:
+        problem = check_user_name(value, self.engine.valid_user)
+        if problem is None and user_name(value, self.engine.valid_user) in summary.members:
             return f"{value} is already a member"
         return problem
 
     def _remove_problem(self, summary: ConversationSummary, value: str) -> str | None:
-        name = value.removeprefix("@")
+        name = user_name(value, self.engine.valid_user) or value
         if name == self.me:
             return "To leave the group, use F8 (or /leave)"
         if name not in summary.members:
@@ -609,7 +610,7 @@ class ChatApp(App[int]):
 
         def done(name: str | None) -> None:
             if name:
-                user = name.removeprefix("@")
+                user = user_name(name, self.engine.valid_user) or name
                 self._group_command(lambda: self.engine.add_member(key, user))
 
         question = f"Add to {conversation_name(summary)} (user name):"
@@ -624,7 +625,7 @@ class ChatApp(App[int]):
 
         def done(name: str | None) -> None:
             if name:
-                user = name.removeprefix("@")
+                user = user_name(name, self.engine.valid_user) or name
                 self._group_command(lambda: self.engine.remove_member(key, user))
 
         others = ", ".join(clean(m, single_line=True) for m in summary.members if m != self.me)
@@ -740,7 +741,7 @@ class ChatApp(App[int]):
         elif name == "new":
             return await self._new_by_name(arg)
         elif name == "create":
-            parsed = parse_group(arg)
+            parsed = parse_group(arg, self.engine.valid_user)
             if isinstance(parsed, str):
                 self.notify(parsed, severity="warning", markup=False)
                 return False
@@ -768,16 +769,18 @@ class ChatApp(App[int]):
         if problem is not None:
             self.notify(problem, severity="warning", markup=False)
             return False
-        user = arg.removeprefix("@")
+        user = user_name(arg, self.engine.valid_user) or arg
         if name == "add":
             return self._group_command(lambda: self.engine.add_member(key, user))
         return self._group_command(lambda: self.engine.remove_member(key, user))
 
-    async def _new_by_name(self, name: str) -> bool:
-        name = name.removeprefix("@")
-        if not USER_RE.match(name):
-            self.notify("User names are 1-32 characters of a-z, 0-9, '_', '.', '-'.", markup=False)
+    async def _new_by_name(self, typed: str) -> bool:
+        found = user_name(typed, self.engine.valid_user)
+        if found is None:
+            problem = check_user_name(typed, self.engine.valid_user) or "Not a user name"
+            self.notify(problem, markup=False)
             return False
+        name = found
         if name not in self.conv_list.summaries:
             exists = await self.engine.lookup_user(name)
             if exists is False:
@@ -1001,7 +1004,7 @@ class ChatApp(App[int]):
             # Textual parses command titles as markup (to show and to highlight matches),
             # and a hostile server can name a peer "[/" or "[@click=...]": offer only names
             # a real account can have, which hold no markup. Others stay in the list.
-            if not USER_RE.match(peer):
+            if not self.engine.valid_user(peer):
                 continue
             yield SystemCommand(
                 f"Switch to {peer}",

@@ -18,37 +18,62 @@ from tui_chat.protocol import USER_RE
 _SEPARATORS = re.compile(r"[\s,]+")
 
 
-def parse_members(text: str) -> tuple[list[str], list[str]]:
+Valid = Callable[[str], bool]
+NAMES_RULE = "Names are 1-32 characters of a-z, 0-9, '_', '.', '-'."
+MATRIX_RULE = "Matrix users are written @name:server."
+
+
+def tui_chat_user(name: str) -> bool:
+    return USER_RE.match(name) is not None
+
+
+def user_name(word: str, valid: Valid) -> str | None:
+    """The user a typed word names: as typed, or without a leading "@" (bob or @bob on
+    tui-chat; on Matrix the "@" is part of the id), or None if it names nobody."""
+    if valid(word):
+        return word
+    bare = word.removeprefix("@")
+    return bare if bare != word and valid(bare) else None
+
+
+def parse_members(text: str, valid: Valid = tui_chat_user) -> tuple[list[str], list[str]]:
     """(valid names in order without repeats, invalid words) of a typed member list."""
     names: list[str] = []
     bad: list[str] = []
     for word in _SEPARATORS.split(text.strip()):
-        word = word.removeprefix("@")
         if not word:
             continue
-        if not USER_RE.match(word):
+        name = user_name(word, valid)
+        if name is None:
             bad.append(word)
-        elif word not in names:
-            names.append(word)
+        elif name not in names:
+            names.append(name)
     return names, bad
 
 
-def parse_group(text: str) -> tuple[str, list[str]] | str:
+def parse_group(text: str, valid: Valid = tui_chat_user) -> tuple[str, list[str]] | str:
     """``"Lunch: bob, carol"`` -> (title, members), or what is wrong with it.
 
     One line, so that a fast typist's burst cannot land half in another field. The title
-    is everything before the last colon (member names cannot hold one).
+    is everything before the colon after which only user names follow: the last colon for
+    tui-chat names, an earlier one when the names are Matrix ids (@bob:server).
     """
-    title, colon, names = text.rpartition(":")
-    if not colon:
+    colons = [i for i, c in enumerate(text) if c == ":"]
+    if not colons:
         return "Write the title, a colon, then the members: Lunch: bob, carol"
-    title = title.strip()
+    cut = colons[-1]
+    for i in reversed(colons):
+        if not parse_members(text[i + 1 :], valid)[1]:
+            cut = i
+            break
+    title, names = text[:cut].strip(), text[cut + 1 :]
     if not title:
         return "Give the group a title before the colon."
-    members, bad = parse_members(names)
+    members, bad = parse_members(names, valid)
     if bad:
         shown = ", ".join(repr(b[:20]) for b in bad[:3])
-        return f"Not a user name: {shown}. Names are 1-32 characters of a-z, 0-9, '_', '.', '-'."
+        rule = NAMES_RULE if valid is tui_chat_user else f"{NAMES_RULE} {MATRIX_RULE}"
+        return f"Not a user name: {shown}. {rule}"
     return title, members
 
 
@@ -56,6 +81,10 @@ class CreateGroupScreen(ModalScreen[tuple[str, list[str]] | None]):
     """One line: the title, a colon, the members to add (you are added)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="create_group_cancel")]
+
+    def __init__(self, valid: Valid = tui_chat_user) -> None:
+        super().__init__()
+        self.valid = valid
 
     def compose(self) -> ComposeResult:
         with Vertical(id="new-box"):
@@ -65,7 +94,7 @@ class CreateGroupScreen(ModalScreen[tuple[str, list[str]] | None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
-        parsed = parse_group(event.value)
+        parsed = parse_group(event.value, self.valid)
         if isinstance(parsed, str):
             self.query_one("#new-error", Static).update(Text(parsed))
             return
@@ -114,8 +143,9 @@ class AskLineScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-def check_user_name(value: str) -> str | None:
-    value = value.removeprefix("@")
-    if USER_RE.match(value):
+def check_user_name(value: str, valid: Valid = tui_chat_user) -> str | None:
+    if user_name(value, valid) is not None:
         return None
-    return "User names are 1-32 characters of a-z, 0-9, '_', '.', '-'."
+    return "User names are 1-32 characters of a-z, 0-9, '_', '.', '-'." + (
+        "" if valid is tui_chat_user else f" {MATRIX_RULE}"
+    )

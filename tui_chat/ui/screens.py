@@ -53,10 +53,16 @@ class NewConversationScreen(ModalScreen[str | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="new_conversation_cancel")]
 
-    def __init__(self, lookup: Callable[[str], Awaitable[bool | None]]) -> None:
+    def __init__(
+        self,
+        lookup: Callable[[str], Awaitable[bool | None]],
+        valid: Callable[[str], bool] | None = None,
+    ) -> None:
         super().__init__()
         # True: exists; False: no such user; None: could not be checked (offline).
         self.lookup = lookup
+        # Which names this server spells: a tui-chat name, or a Matrix id (@name:server).
+        self.valid = valid or (lambda name: USER_RE.match(name) is not None)
         self._checking = False
 
     def compose(self) -> ComposeResult:
@@ -72,8 +78,9 @@ class NewConversationScreen(ModalScreen[str | None]):
         # Handled here: the app must not also take it for the composer's Enter.
         event.stop()
         name = event.value.strip()
-        if not USER_RE.match(name):
-            self._say("User names are 1-32 characters of a-z, 0-9, '_', '.', '-'.")
+        if not self.valid(name):
+            matrix = " On Matrix: @name:server." if ":" in name or name.startswith("@") else ""
+            self._say(f"User names are 1-32 characters of a-z, 0-9, '_', '.', '-'.{matrix}")
             return
         if self._checking:
             return
