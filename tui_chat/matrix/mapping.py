@@ -243,8 +243,10 @@ class Translator:
         for ev in state:
             self._fold_state(r, ev)
         for ev in timeline:
-            if ev.type == "m.room.create" and ev.sender == self.user:
-                r.create_id = _str(ev.content, CREATE_KEY) or ""
+            if ev.type == "m.room.create":
+                r.creator = _str(ev.content, "creator") or ev.sender
+                if ev.sender == self.user:
+                    r.create_id = _str(ev.content, CREATE_KEY) or ""
             elif ev.type == "m.room.name" and ev.state_key == "":
                 # The name the room has by the end of this batch titles its `created`; a
                 # rename to the same name is then not a change worth a line.
@@ -255,6 +257,14 @@ class Translator:
         if not r.peer:
             r.peer = self._dm_peer(rid, r, [*state, *timeline])
         out: list[Frame] = []
+        if not r.peer and not r.create_id:
+            # Someone else's room: what its state became within this first batch (who
+            # joined, who was invited, its name) is where our view begins, said once by the
+            # `created` below; its messages follow. Not for a room we created: our own
+            # commands in it are confirmed by their events.
+            for ev in timeline:
+                if ev.state_key is not None:
+                    self._fold_state(r, ev)  # remembered: _event skips it below
         if not r.peer:
             # A group: our view begins with a `created` that names us among the members.
             members = list(r.members)
@@ -280,6 +290,10 @@ class Translator:
                 r.last_event = r.recent[-1]
         for ev in timeline:
             out.extend(self._event(rid, r, ev))
+        if timeline and timeline[-1].event_id:
+            # Where a back-fill of the next limited timeline must stop, in timeline order
+            # (the folded state events above set nothing).
+            r.last_event = timeline[-1].event_id
         return out
 
     def _dm_peer(self, rid: str, r: RoomState, events: Iterable[Event]) -> str:
