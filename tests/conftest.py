@@ -17,17 +17,25 @@ Fixtures
     ``proxy``               a :class:`FaultProxy` in front of ``chat_server``.
     ``engines``             an :class:`Engines` that starts in-process engines and stops them.
     ``processes``           a list to put started :class:`HeadlessProc` in; killed at teardown.
+    ``pg_cluster``          (session) a throwaway PostgreSQL cluster on a free loopback port
+                            (:class:`harness.pgredis.PgCluster`); skipped if the binaries are
+                            missing. ``pg_url`` is a new empty database of it for one test.
+    ``redis_server``        (session) a throwaway redis-server on a free loopback port
+                            (:class:`harness.pgredis.RedisServer`); ``bus_url`` its URL,
+                            started again first if a test left it down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from harness.faultproxy import FaultProxy
+from harness.pgredis import PgCluster, RedisServer, pg_missing, redis_missing
 from harness.serverproc import ServerProcess
 from tests.support.engines import Engines
 from tests.support.headless import HeadlessProc
@@ -108,3 +116,52 @@ async def processes() -> AsyncIterator[list[HeadlessProc]]:
     yield started
     for proc in started:
         await proc.kill()
+
+
+# ---------------------------------------------------------------- PostgreSQL and Redis
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """One throwaway PostgreSQL cluster for the session (initdb, pg_ctl on a free port)."""
+    missing = pg_missing()
+    if missing is not None:
+        pytest.skip(f"PostgreSQL tests need a local PostgreSQL: {missing}")
+    cluster = PgCluster.start_new()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> Iterator[str]:
+    """A new, empty database of ``pg_cluster`` for this test (dropped afterwards)."""
+    # A test may have stopped the cluster (PostgreSQL restarts): bring it back first.
+    pg_cluster.wait_ready()
+    url = pg_cluster.create_database()
+    yield url
+    with contextlib.suppress(Exception):
+        pg_cluster.wait_ready()
+        pg_cluster.drop_database(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One throwaway redis-server for the session (nothing saved, nothing appended)."""
+    missing = redis_missing()
+    if missing is not None:
+        pytest.skip(f"bus tests need a local Redis: {missing}")
+    server = RedisServer.start_new()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bus_url(redis_server: RedisServer) -> str:
+    """The URL of the session's Redis, started again if an earlier test left it down."""
+    if not redis_server.running:
+        redis_server.restart()
+    return redis_server.url
