@@ -45,13 +45,28 @@ from tui_chat.server.config import ServerConfig
 
 
 @pytest.fixture
-async def chat_server_factory(tmp_path: Path) -> AsyncIterator[ServerFactory]:
+def store_kind() -> str:
+    """Which store in-process servers use: "sqlite" here; the protocol's server tests
+    (tests/functional/server) run with "postgresql" as well (a node with Redis as its bus)."""
+    return "sqlite"
+
+
+@pytest.fixture
+async def chat_server_factory(
+    tmp_path: Path, store_kind: str, request: pytest.FixtureRequest
+) -> AsyncIterator[ServerFactory]:
     """``await make(config=None, users=USERS, name="server")`` → a started :class:`RunningServer`.
 
-    Each call gets its own database ``tmp_path / f"{name}.db"``; pass distinct names when a
-    test starts several servers. All servers are stopped at teardown.
+    Each call gets its own database ``tmp_path / f"{name}.db"`` (or its own PostgreSQL
+    database, with ``store_kind`` "postgresql"; then ``db_path`` is its URL); pass distinct
+    names when a test starts several servers. All servers are stopped at teardown.
     """
     started: list[ChatServer] = []
+    pg: PgCluster | None = None
+    bus: str | None = None
+    if store_kind == "postgresql":
+        pg = request.getfixturevalue("pg_cluster")
+        bus = request.getfixturevalue("bus_url")
 
     async def make(
         config: ServerConfig | None = None,
@@ -59,11 +74,17 @@ async def chat_server_factory(tmp_path: Path) -> AsyncIterator[ServerFactory]:
         name: str = "server",
     ) -> RunningServer:
         db_path = tmp_path / f"{name}.db"
-        tokens = make_users(db_path, *users)
-        server = ChatServer(db_path, config or ServerConfig())
+        if pg is not None:
+            pg.wait_ready()
+            store = pg.create_database()
+            tokens = make_users(store, *users)
+            server = ChatServer(db_path, config or ServerConfig(), store=store, bus=bus)
+        else:
+            tokens = make_users(db_path, *users)
+            server = ChatServer(db_path, config or ServerConfig())
         await asyncio.wait_for(server.start("127.0.0.1", 0), 10)
         started.append(server)
-        return RunningServer(server, server.url, db_path, tokens)
+        return RunningServer(server, server.url, store if pg is not None else db_path, tokens)
 
     yield make
     for server in reversed(started):

@@ -191,12 +191,18 @@ class Relay:
             await subscribed.wait()
 
     async def stop(self) -> None:
+        # The publisher ends at this mark, after what was queued before it is published.
+        self._outbox.put_nowait(b"")
         tasks = self._tasks + [t.task for t in self._tracks.values() if t.task is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # redis-py may swallow a cancellation that lands inside one of its calls: cancel
+        # again until every task is done (bounded).
+        for _ in range(5):
+            pending = [t for t in tasks if not t.done()]
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.aclose()
@@ -347,14 +353,22 @@ class Relay:
             batch = [await self._outbox.get()]
             while not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
-            try:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for data in batch:
-                        pipe.publish(self.channel, data)
-                    await pipe.execute()
-            except (OSError, redis.RedisError) as exc:
-                # Other nodes heal from the store (their periodic check).
-                log.warning("bus: %d notices not published: %s", len(batch), exc)
+            stopping = b"" in batch
+            batch = [data for data in batch if data]
+            if batch:
+                await self._send(redis, batch)
+            if stopping:
+                return
+
+    async def _send(self, redis: Any, batch: list[bytes]) -> None:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for data in batch:
+                    pipe.publish(self.channel, data)
+                await pipe.execute()
+        except (OSError, redis.RedisError) as exc:
+            # Other nodes heal from the store (their periodic check).
+            log.warning("bus: %d notices not published: %s", len(batch), exc)
 
     async def _check_loop(self) -> None:
         while True:
