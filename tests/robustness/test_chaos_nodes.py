@@ -46,3 +46,31 @@ async def test_chaos_with_two_nodes_and_node_kills_finds_no_violation(
     assert all(r.converged_in is not None for r in results)
     problems = [f"seed {r.seed} #{r.index}: {v}" for r in results for v in r.report.violations]
     assert summary.ok and not problems, "\n".join(problems[:40])
+
+
+@pytest.mark.timeout(400)
+async def test_group_chaos_with_three_nodes_finds_no_violation(
+    tmp_path: Path, pg_cluster: PgCluster, bus_url: str
+) -> None:
+    """Group schedules (create, add, remove, leave, rename, texts, SIGSTOP of a node) with
+    their members spread over three nodes: the group visibility rule holds as well."""
+    nodes = Nodes(new_store=pg_cluster.create_database, bus=bus_url, count=3)
+    summary, results = await run_schedules(
+        7,
+        2,
+        jobs=2,
+        root=tmp_path,
+        keep="failed",
+        progress=sys.stderr,
+        groups=True,
+        convergence_limit=CONVERGENCE,
+        nodes=nodes,
+    )
+    print(summary.text())
+    for r in results:
+        if not r.ok or r.converged_in is None:
+            print(failure_digest(r))
+    assert summary.schedules == 2
+    assert all(r.converged_in is not None for r in results)
+    problems = [f"seed {r.seed} #{r.index}: {v}" for r in results for v in r.report.violations]
+    assert summary.ok and not problems, "\n".join(problems[:40])
