@@ -11,10 +11,12 @@ for anything that is not durable. In that one transaction the function
    fully seen or waits for this batch, as with SQLite's write lock;
 2. creates the conversations that do not exist yet, then locks every conversation of the
    batch in id order (two nodes' batches cannot deadlock on them);
-3. per send, in order: a ``(sender, client_id)`` already in ``sends`` (committed by any
-   node, or earlier in this batch) is answered with the original seq (``duplicate``) or as
-   a tombstone (``cancelled``), and stores nothing; otherwise ``last_seq`` is bumped with
-   ``UPDATE … RETURNING`` and the message and its registry row are inserted.
+3. decides the whole batch in one statement: a ``(sender, client_id)`` already in
+   ``sends`` (committed by any node) is answered with the original seq (``duplicate``) or as
+   a tombstone (``cancelled``) and stores nothing, as is a repeat later in the same batch
+   (answered with the first one's seq); the others get ``last_seq + 1, + 2, …`` per
+   conversation in batch order, their messages and registry rows are inserted, and each
+   conversation's ``last_seq`` is bumped once.
 
 These are the decisions of ``Writer._store_send`` in the same order (the Python pre-pass
 settles closed sessions and unknown peers first, and sends any batch it cannot settle, or
@@ -47,10 +49,6 @@ CREATE OR REPLACE FUNCTION {NAME}(
 LANGUAGE plpgsql AS $fn$
 DECLARE
     v_version text;
-    v_conv    text;
-    v_seq     bigint;
-    v_ts      bigint;
-    i         integer;
 BEGIN
     SELECT value INTO v_version FROM meta WHERE key = 'accounts_version' FOR SHARE;
     IF v_version IS DISTINCT FROM p_version THEN
@@ -71,32 +69,59 @@ BEGIN
      WHERE (c.a_id, c.b_id) IN (SELECT * FROM unnest(p_a_ids, p_b_ids))
      ORDER BY c.id
        FOR UPDATE;
-    FOR i IN 1 .. coalesce(array_length(p_sender_ids, 1), 0) LOOP
-        SELECT s.conv, s.seq INTO v_conv, v_seq
-          FROM sends s WHERE s.sender_id = p_sender_ids[i] AND s.client_id = p_client_ids[i];
-        IF FOUND THEN
-            IF v_conv IS NULL THEN
-                o_state := 'cancelled';
-                o_conv := NULL; o_seq := NULL; o_ts := NULL;
-            ELSE
-                SELECT m.ts INTO v_ts FROM messages m WHERE m.conv = v_conv AND m.seq = v_seq;
-                o_state := 'duplicate';
-                o_conv := v_conv; o_seq := v_seq; o_ts := v_ts;
-            END IF;
-            RETURN NEXT;
-            CONTINUE;
-        END IF;
-        UPDATE conversations SET last_seq = last_seq + 1
-         WHERE a_id = p_a_ids[i] AND b_id = p_b_ids[i]
-        RETURNING id, last_seq INTO v_conv, v_seq;
+    -- The conversations' last_seq as locked above (READ COMMITTED: a new snapshot per
+    -- statement, and nobody else can move a locked row). One statement decides the rest.
+    RETURN QUERY
+    WITH inp AS (
+        SELECT t.sid, t.cid, t.sn, t.rn, t.body, t.i, c.id AS conv, c.last_seq AS last
+          FROM unnest(p_sender_ids, p_client_ids, p_a_ids, p_b_ids, p_senders, p_recipients,
+                      p_bodies) WITH ORDINALITY AS t(sid, cid, a, b, sn, rn, body, i)
+          JOIN conversations c ON c.a_id = t.a AND c.b_id = t.b
+    ),
+    firsts AS (
+        -- A client_id twice in one batch: the first one counts, as in Writer's ``seen``.
+        SELECT DISTINCT ON (inp.sid, inp.cid) inp.sid, inp.cid, inp.i
+          FROM inp ORDER BY inp.sid, inp.cid, inp.i
+    ),
+    known AS (
+        SELECT s.sender_id AS sid, s.client_id AS cid, s.conv, s.seq
+          FROM sends s JOIN firsts f ON s.sender_id = f.sid AND s.client_id = f.cid
+    ),
+    fresh AS (
+        SELECT inp.*, inp.last + row_number() OVER (PARTITION BY inp.conv ORDER BY inp.i)
+               AS seq
+          FROM inp JOIN firsts f ON f.i = inp.i
+         WHERE NOT EXISTS (SELECT 1 FROM known k WHERE k.sid = inp.sid AND k.cid = inp.cid)
+    ),
+    ins_messages AS (
         INSERT INTO messages (conv, seq, sender, recipient, client_id, body, ts)
-        VALUES (v_conv, v_seq, p_senders[i], p_recipients[i], p_client_ids[i], p_bodies[i], p_ts);
+        SELECT fresh.conv, fresh.seq, fresh.sn, fresh.rn, fresh.cid, fresh.body, p_ts
+          FROM fresh
+    ),
+    ins_sends AS (
         INSERT INTO sends (sender_id, client_id, conv, seq, ts)
-        VALUES (p_sender_ids[i], p_client_ids[i], v_conv, v_seq, p_ts);
-        o_state := 'stored';
-        o_conv := v_conv; o_seq := v_seq; o_ts := p_ts;
-        RETURN NEXT;
-    END LOOP;
+        SELECT fresh.sid, fresh.cid, fresh.conv, fresh.seq, p_ts FROM fresh
+    ),
+    bumped AS (
+        UPDATE conversations c SET last_seq = x.top
+          FROM (SELECT fresh.conv, max(fresh.seq) AS top FROM fresh GROUP BY fresh.conv) x
+         WHERE c.id = x.conv
+        RETURNING c.id
+    )
+    SELECT CASE WHEN fr.i = inp.i THEN 'stored'
+                WHEN fr.i IS NOT NULL THEN 'duplicate'
+                WHEN k.conv IS NULL THEN 'cancelled'
+                ELSE 'duplicate' END,
+           coalesce(fr.conv, k.conv),
+           coalesce(fr.seq, k.seq),
+           CASE WHEN fr.i IS NOT NULL THEN p_ts
+                WHEN k.conv IS NOT NULL THEN
+                    (SELECT m.ts FROM messages m WHERE m.conv = k.conv AND m.seq = k.seq)
+           END
+      FROM inp
+      LEFT JOIN fresh fr ON fr.sid = inp.sid AND fr.cid = inp.cid
+      LEFT JOIN known k ON k.sid = inp.sid AND k.cid = inp.cid
+     ORDER BY inp.i;
 END
 $fn$
 """

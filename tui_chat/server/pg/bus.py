@@ -155,6 +155,9 @@ class Relay:
         self._tracked: dict[int, int] = {}
         self._sessions_tracked: set[Session] = set()
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
+        # This batch's notices, per conversation: (the highest seq, who sees the events).
+        self._pending: dict[str, tuple[int, set[int]]] = {}
+        self._flush_scheduled = False
         self._tasks: list[asyncio.Task[None]] = []
         self._client: Any = None
         self.notices = 0
@@ -243,7 +246,16 @@ class Relay:
         accounts = set(outcome.members)
         if outcome.added_id:
             accounts.add(outcome.added_id)
-        self._outbox.put_nowait(_encode(_Notice(self.node, sorted(accounts), conv, seq)))
+        # One notice per conversation per batch: the batch's callback runs to its end
+        # before the flush that call_soon schedules.
+        pending = self._pending.get(conv)
+        if pending is None:
+            self._pending[conv] = (seq, accounts)
+        else:
+            self._pending[conv] = (max(seq, pending[0]), pending[1] | accounts)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
         track = self._tracks.get(conv)
         if track is None:
             track = self._tracks[conv] = _Track(0)
@@ -253,6 +265,12 @@ class Relay:
             self._fan_out_stored(outcome)
         elif seq > track.known:
             self._want(conv, track, seq)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        for conv, (seq, accounts) in self._pending.items():
+            self._outbox.put_nowait(_encode(_Notice(self.node, sorted(accounts), conv, seq)))
+        self._pending.clear()
 
     def local_receipt(self, outcome: ReadStored) -> None:
         notice = _Notice(
