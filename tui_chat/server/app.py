@@ -277,7 +277,11 @@ class ChatServer:
     # ------------------------------------------------------------ connection
 
     async def _handle(self, ws: ServerConnection) -> None:
-        session = await self._authenticate(ws)
+        try:
+            session = await self._authenticate(ws)
+        except sqlite3.Error as exc:
+            await self._store_unavailable(ws, exc)
+            return
         if session is None:
             return
         try:
@@ -286,9 +290,19 @@ class ChatServer:
             await self._receive(session)
         except ConnectionClosed:
             pass
+        except sqlite3.Error as exc:
+            await self._store_unavailable(ws, exc)
         finally:
             self._unregister(session)
             await session.stop()
+
+    @staticmethod
+    async def _store_unavailable(ws: ServerConnection, exc: sqlite3.Error) -> None:
+        """A read failed (the store is away): the client comes back soon (1012) and resumes
+        from its cursors, rather than seeing an internal error (1011)."""
+        log.warning("closing a connection: the store is unavailable: %s", exc)
+        with contextlib.suppress(ConnectionClosed, OSError):
+            await close_within(ws, CloseCode.SERVICE_RESTART, "store unavailable", CLOSE_TIMEOUT)
 
     def _unregister(self, session: Session) -> None:
         group = self._sessions.get(session.account.id)

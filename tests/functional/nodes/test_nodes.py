@@ -16,12 +16,14 @@ from harness.pgredis import PgCluster, RedisServer
 from harness.waits import until
 from tests.functional.nodes.conftest import NodeFactory
 from tests.support.wire import (
+    connect_ws,
+    expect_closed,
     login,
     recv_messages,
     send_frame,
     send_message,
 )
-from tui_chat.protocol import Ack, ErrorCode, Message, Reject, Send
+from tui_chat.protocol import Ack, CloseCode, ErrorCode, Hello, Message, Reject, Send
 
 # Live delivery between nodes goes through Redis; healing through the periodic check (2 s).
 LIVE = 10.0
@@ -270,6 +272,11 @@ async def test_sends_are_retryable_while_postgresql_is_away(
             reject = await send_message(alice.ws, "p-1", "bob", within=LIVE * 2)
             assert isinstance(reject, Reject), reject
             assert (reject.code, reject.retryable) == (ErrorCode.UNAVAILABLE, True)
+            # A login meanwhile is told to come back soon (1012), not an internal error.
+            ws = await connect_ws(a.url)
+            await send_frame(ws, Hello(v=1, user="bob", token=a.tokens["bob"]))
+            code, _frames = await expect_closed(ws, within=LIVE * 2)
+            assert code == CloseCode.SERVICE_RESTART
         finally:
             await asyncio.to_thread(pg_cluster.start)
         # The same client_id again, as the client does after a retryable reject.
