@@ -24,12 +24,13 @@ def node_tokens(pg_url: str) -> dict[str, str]:
 async def start_node(
     tmp_path: Path, pg_url: str, bus_url: str, node_tokens: dict[str, str]
 ) -> AsyncIterator[NodeFactory]:
-    """``await start_node()`` → another node of the test's service (killed at teardown)."""
+    """``await start_node()`` → another node of the test's service (killed at teardown);
+    ``bus=`` another Redis than the session's."""
     started: list[ServerProcess] = []
 
-    async def make(*extra: str) -> ServerProcess:
+    async def make(*extra: str, bus: str | None = None) -> ServerProcess:
         node = ServerProcess(
-            tmp_path / "unused.db", store=pg_url, bus=bus_url, extra_args=list(extra)
+            tmp_path / "unused.db", store=pg_url, bus=bus or bus_url, extra_args=list(extra)
         )
         node.tokens = dict(node_tokens)
         started.append(node)

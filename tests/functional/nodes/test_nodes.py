@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 
 from harness.pgredis import PgCluster, RedisServer
-from harness.waits import until
+from harness.waits import stays, until
 from tests.functional.nodes.conftest import NodeFactory
 from tests.support.wire import (
     connect_ws,
@@ -185,6 +185,35 @@ async def test_groups_span_nodes(start_node: NodeFactory, pg_url: str) -> None:
 
 
 # ---------------------------------------------------------------- failures
+
+
+async def test_without_notices_the_periodic_check_delivers_in_order_without_repeats(
+    start_node: NodeFactory, pg_url: str
+) -> None:
+    """Node B listens on another Redis than node A: every notice of A's is lost for B.
+    B's periodic check of last_seq still delivers A's commits to bob, in order, once, for a
+    conversation that did not exist when bob connected and for one that did."""
+    with RedisServer.start_new() as other:
+        a, b = await start_node(), await start_node(bus=other.url)
+        alice = await login(a.url, "alice", a.tokens["alice"])
+        carol = await login(a.url, "carol", a.tokens["carol"])
+        await send_message(carol.ws, "c-0", "bob")
+        bob = Collector((await login(b.url, "bob", b.tokens["bob"])).ws)
+        try:
+            for i in range(5):
+                assert isinstance(await send_message(alice.ws, f"a-{i}", "bob"), Ack)
+                assert isinstance(await send_message(carol.ws, f"c-{i + 1}", "bob"), Ack)
+            await until(lambda: len(bob.messages) >= 10, "A's messages on B", LIVE * 2)
+            # Several more checks pass: nothing arrives twice.
+            await stays(lambda: len(bob.messages) == 10, "no repeats", 5.0)
+            by_conv: dict[str, list[int]] = {}
+            for m in bob.messages:
+                by_conv.setdefault(m.conv, []).append(m.seq)
+            assert sorted(by_conv.values()) == [[1, 2, 3, 4, 5], [2, 3, 4, 5, 6]]
+        finally:
+            await bob.close()
+            await alice.ws.close()
+            await carol.ws.close()
 
 
 async def test_a_node_killed_under_load_loses_nothing_acked(

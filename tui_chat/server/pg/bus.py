@@ -116,15 +116,28 @@ def _read_range(
     return out, after + limit
 
 
-def _followed(conn: PgConn, accounts: list[int]) -> dict[str, int]:
-    """conv -> last_seq for every conversation and group of ``accounts`` (one statement)."""
-    rows = conn.execute_pg(
-        "SELECT id, last_seq FROM conversations WHERE a_id = ANY(%s) OR b_id = ANY(%s) "
-        "UNION ALL SELECT g.id, g.last_seq FROM groups g WHERE g.id IN "
-        "(SELECT conv FROM members WHERE user_id = ANY(%s))",
-        (accounts, accounts, accounts),
-    ).fetchall()
-    return {str(r[0]): int(r[1]) for r in rows}
+def _followed(conn: PgConn, accounts: list[int]) -> dict[str, tuple[int, set[int]]]:
+    """conv -> (last_seq, which of ``accounts`` follow it) for every conversation and group
+    of ``accounts`` (ever a member, for groups)."""
+    out: dict[str, tuple[int, set[int]]] = {}
+    mine = set(accounts)
+    conn.execute_pg("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    try:
+        for conv, last, a, b in conn.execute_pg(
+            "SELECT id, last_seq, a_id, b_id FROM conversations"
+            " WHERE a_id = ANY(%s) OR b_id = ANY(%s)",
+            (accounts, accounts),
+        ).fetchall():
+            out[str(conv)] = (int(last), {int(a), int(b)} & mine)
+        for conv, last, account in conn.execute_pg(
+            "SELECT g.id, g.last_seq, m.user_id FROM groups g JOIN members m ON m.conv = g.id"
+            " WHERE m.user_id = ANY(%s)",
+            (accounts,),
+        ).fetchall():
+            out.setdefault(str(conv), (int(last), set()))[1].add(int(account))
+    finally:
+        conn.execute_pg("COMMIT")
+    return out
 
 
 class Relay:
@@ -407,8 +420,10 @@ class Relay:
         except (sqlite3.Error, OSError) as exc:
             log.warning("cannot check conversations in the store: %s", exc)
             return
-        for conv, last in lasts.items():
+        for conv, (last, followers) in lasts.items():
             found = self._tracks.get(conv)
+            # Not followed here yet: new since its followers' replays (a lost notice).
             track = found if found is not None else self._tracks.setdefault(conv, _Track(0))
+            track.accounts.update(followers)
             if last > track.known or track.target > track.known:
                 self._want(conv, track, last)
