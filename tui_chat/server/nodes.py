@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from tui_chat.server import db
 from tui_chat.server.groups import GroupLimits
 from tui_chat.server.session import Session
 from tui_chat.server.writer import BatchCallback, Stored
@@ -115,4 +114,11 @@ async def open_node(
     return epoch, writer, readers, relay
 
 
-__all__ = ["StartError", "check_bus_url", "check_store_url", "db", "open_node", "redact"]
+__all__ = [
+    "StartError",
+    "check_bus_url",
+    "check_store_url",
+    "open_node",
+    "open_store_conn",
+    "redact",
+]

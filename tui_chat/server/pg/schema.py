@@ -9,7 +9,6 @@ schema once. The service's epoch is a row of ``meta``: every node reports the sa
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from pathlib import Path
 from typing import Final
 
@@ -215,9 +214,6 @@ def migrate_from_sqlite(db_path: Path, url: str) -> tuple[str, dict[str, int]]:
             "UPDATE meta SET value=%s WHERE key=%s", (str(version), db.ACCOUNTS_VERSION_KEY)
         )
         conn.execute_pg("COMMIT")
-    except sqlite3.Error:
-        conn.rollback_quietly()
-        raise
     except BaseException:
         conn.rollback_quietly()
         raise
