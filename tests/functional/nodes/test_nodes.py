@@ -184,6 +184,26 @@ async def test_groups_span_nodes(start_node: NodeFactory, pg_url: str) -> None:
         await bob.close()
 
 
+async def test_remove_user_through_the_store_closes_sessions_on_every_node(
+    start_node: NodeFactory, pg_url: str
+) -> None:
+    import sys
+
+    a, b = await start_node(), await start_node()
+    on_a = await login(a.url, "bob", a.tokens["bob"])
+    on_b = await login(b.url, "bob", b.tokens["bob"])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tui_chat.server.cli", "remove-user", "bob", "--store", pg_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        _out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    for login_ in (on_a, on_b):
+        code, _frames = await expect_closed(login_.ws, within=LIVE)
+        assert code == CloseCode.ACCOUNT_CLOSED
+
+
 # ---------------------------------------------------------------- failures
 
 
