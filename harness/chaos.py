@@ -79,6 +79,7 @@ from harness.checker import (
     StoreView,
     check,
     read_server,
+    read_server_any,
     read_store,
 )
 from harness.clientconf import client_config, write_client_toml
@@ -724,6 +725,17 @@ _FILLER: Final = "long message, ünïcödé, 長いメッセージ, emoji 📨; 
 # ---------------------------------------------------------------- one schedule
 
 
+@dataclass(frozen=True)
+class Nodes:
+    """Play schedules against ``count`` nodes on one PostgreSQL store and one Redis bus
+    (each schedule gets a new database from ``new_store``); client i talks to node
+    i % count through its own proxy, and server faults hit the nodes in turn."""
+
+    new_store: Any  # Callable[[], str]: the URL of a new, empty database
+    bus: str
+    count: int = 2
+
+
 @dataclass
 class ScheduleResult:
     seed: int
@@ -752,9 +764,16 @@ class _Run:
         workdir: Path,
         server_variant: str | None,
         client_variant: str | None,
+        nodes: Nodes | None = None,
     ) -> None:
         self.s = schedule
         self.dir = workdir
+        self.nodes = nodes
+        # With nodes: the store's URL, every node (``server`` is the first), and which node
+        # the next server fault hits.
+        self.store: str | None = None
+        self.servers: list[ChaosServer] = []
+        self._next_node = 0
         self.server_variant = server_variant
         self.client_variant = client_variant
         self.users = [f"u{i}" for i in range(schedule.clients)]
@@ -783,20 +802,40 @@ class _Run:
     # -- setup and teardown
 
     async def setup(self) -> None:
-        conn, _ = db.open_db(self.db_path)
+        config = self.dir / "server.toml"
+        config.write_text(SERVER_TOML, encoding="utf-8")
+        if self.nodes is not None:
+            from typing import cast
+
+            from tui_chat.server.nodes import open_store_conn
+
+            self.store = str(self.nodes.new_store())
+            conn = cast(sqlite3.Connection, open_store_conn(self.store))
+        else:
+            conn, _ = db.open_db(self.db_path)
         try:
             tokens = {u: db.add_user(conn, u) for u in self.users}
         finally:
             conn.close()
-        config = self.dir / "server.toml"
-        config.write_text(SERVER_TOML, encoding="utf-8")
-        self.server = ChaosServer(self.db_path, config=config, variant=self.server_variant)
-        await self.server.astart()
+        count = 1 if self.nodes is None else self.nodes.count
+        for _ in range(count):
+            self.servers.append(
+                ChaosServer(
+                    self.db_path,
+                    config=config,
+                    variant=self.server_variant,
+                    store=self.store,
+                    bus=None if self.nodes is None else self.nodes.bus,
+                )
+            )
+        await asyncio.gather(*(server.astart() for server in self.servers))
+        self.server = self.servers[0]
         for i in range(self.s.devices):
             user = self.users[self.s.user_of(i)]
             device = "" if i < self.s.clients else f"{user}-2"
+            node = self.servers[i % len(self.servers)]
             proxy = FaultProxy(
-                "127.0.0.1", self.server.port, seed=self.s.seed * 1000 + self.s.index * 10 + i
+                "127.0.0.1", node.port, seed=self.s.seed * 1000 + self.s.index * 10 + i
             )
             await proxy.start()
             self.proxies.append(proxy)
@@ -833,14 +872,13 @@ class _Run:
                 with contextlib.suppress(BaseException):
                     await c.restart_task
         await asyncio.gather(*(c.quit() for c in self.clients), return_exceptions=True)
-        if self.server is not None:
-            server = self.server
+        for server in self.servers:
             if server.running:
                 try:
                     await server.aterminate(grace=10)
                 except TimeoutError as exc:
                     self.notes.append(f"server shutdown: {exc}")
-            await self._server_down()
+            await self._server_down(server)
         for proxy in self.proxies:
             await proxy.stop()
 
@@ -976,9 +1014,9 @@ class _Run:
         await asyncio.sleep(after)
         proxy.pass_through()
 
-    async def _server_down(self) -> None:
+    async def _server_down(self, server: ChaosServer | None = None) -> None:
         """Reap a server that stopped (or crashed) and keep its output."""
-        server = self.server
+        server = server or self.server
         assert server is not None
         if server.pid is not None:
             with contextlib.suppress(RuntimeError):
@@ -988,8 +1026,12 @@ class _Run:
         self.server_log += server.stdout_lines + server.stderr_lines
 
     async def _server_fault(self, a: Action) -> None:
-        server = self.server
-        assert server is not None
+        # With nodes, each server fault hits the next node in turn; a new epoch is not a
+        # node's to make (the store is shared), so it is a node kill there.
+        server = self.servers[self._next_node % len(self.servers)]
+        self._next_node += 1
+        kind = "server_kill" if a.kind == "epoch_change" and self.nodes is not None else a.kind
+        a = Action(a.at, kind, a.client, a.peer, a.duration)
         if a.kind == "server_stop":
             # Frozen: connections stay open and silent, nothing is stored or acked.
             pid = server.pid
@@ -1013,7 +1055,7 @@ class _Run:
                 else:
                     if code != 0:
                         self.notes.append(f"server exited {code} on SIGTERM")
-        await self._server_down()
+        await self._server_down(server)
         if a.kind == "epoch_change":
             self._new_epoch()
         await asyncio.sleep(a.duration)
@@ -1126,10 +1168,10 @@ class _Run:
                     await self._server_task
             except Exception as exc:
                 self.notes.append(f"server fault task: {exc!r}")
-        assert self.server is not None
-        if not self.server.running:
-            await self._server_down()
-            await self.server.astart()
+        for server in self.servers:
+            if not server.running:
+                await self._server_down(server)
+                await server.astart()
         for c in self.clients:
             if c.restart_task is not None:
                 with contextlib.suppress(Exception):
@@ -1166,7 +1208,7 @@ class _Run:
 
     def converged(self) -> bool:
         try:
-            server = read_server(self.db_path)
+            server = read_server_any(self.store or self.db_path)
             stores = {c.name: (c.user, read_store(c.store)) for c in self.clients}
             earlier = {m.key for p in self.previous_dbs for m in read_server(p).messages}
         except sqlite3.Error:
@@ -1225,6 +1267,7 @@ async def run_schedule(
     client_variant: str | None = None,
     convergence_limit: float = CONVERGENCE_LIMIT,
     convergence_grace: float = CONVERGENCE_GRACE,
+    nodes: Nodes | None = None,
 ) -> ScheduleResult:
     """Play one schedule against real processes and check it.
 
@@ -1233,7 +1276,7 @@ async def run_schedule(
     """
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{schedule.seed}-{schedule.index}-", dir=root))
-    run = _Run(schedule, workdir, server_variant, client_variant)
+    run = _Run(schedule, workdir, server_variant, client_variant, nodes)
     converged_in: float | None = None
     try:
         await run.setup()
@@ -1264,7 +1307,7 @@ async def run_schedule(
         for c in run.clients
     ]
     report = check(
-        run.db_path,
+        run.store or run.db_path,
         records,
         converged_in=converged_in,
         convergence_limit=convergence_limit,
@@ -1430,6 +1473,7 @@ async def run_schedules(
     progress: Any = None,
     groups: bool = False,
     convergence_limit: float = CONVERGENCE_LIMIT,
+    nodes: Nodes | None = None,
 ) -> tuple[RunSummary, list[ScheduleResult]]:
     """Play ``count`` schedules of ``seed`` from index ``first``, ``jobs`` at a time.
 
@@ -1456,6 +1500,7 @@ async def run_schedules(
                 server_variant=server_variant,
                 client_variant=client_variant,
                 convergence_limit=convergence_limit,
+                nodes=nodes,
             )
             results.append(r)
             summary.add(r)

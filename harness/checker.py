@@ -331,6 +331,50 @@ def read_server(path: Path) -> ServerView:
     return ServerView(rows, direct, groups, intervals)
 
 
+def read_server_pg(url: str) -> ServerView:
+    """The same view of a PostgreSQL store (the nodes' schema is SQLite's v3, see
+    ``tui_chat.server.pg.schema``), read in one snapshot."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        rows = [
+            Row(
+                str(r[0]), int(r[1]), str(r[2]), str(r[3] or ""), str(r[4]), str(r[5]),
+                kind=str(r[6] or "text"),
+                user=None if r[7] is None else str(r[7]),
+                title=None if r[8] is None else str(r[8]),
+                members=_members(r[9]),
+            )
+            for r in conn.execute(
+                'SELECT conv, seq, sender, recipient, client_id, body, kind, "user", title,'
+                " members FROM messages ORDER BY conv, seq"
+            )
+        ]  # fmt: skip
+        direct = {
+            str(c[0]): (str(c[1]), str(c[2]), int(c[3]))
+            for c in conn.execute("SELECT id, user_a, user_b, last_seq FROM conversations")
+        }
+        groups = {str(g[0]): int(g[1]) for g in conn.execute("SELECT id, last_seq FROM groups")}
+        intervals: dict[str, dict[str, list[tuple[int, int | None]]]] = defaultdict(
+            lambda: defaultdict(list)
+        )
+        for conv, user, joined, left in conn.execute(
+            'SELECT conv, "user", joined_seq, left_seq FROM members ORDER BY conv, joined_seq'
+        ):
+            intervals[str(conv)][str(user)].append(
+                (int(joined), None if left is None else int(left))
+            )
+    return ServerView(rows, direct, groups, intervals)
+
+
+def read_server_any(where: Path | str) -> ServerView:
+    """An SQLite database file, or a postgresql:// store."""
+    if isinstance(where, str) and where.startswith("postgresql://"):
+        return read_server_pg(where)
+    return read_server(Path(where))
+
+
 _OP_KINDS: Final = {
     "send": "text",
     "create": "created",
@@ -522,7 +566,7 @@ def _facts(rec: ClientRecord) -> _ClientFacts:
 
 
 def check(
-    server_db: Path,
+    server_db: Path | str,
     clients: Sequence[ClientRecord],
     *,
     converged_in: float | None = 0.0,
@@ -532,6 +576,8 @@ def check(
 ) -> Report:
     """Judge one run; see the module docstring for the rules.
 
+    ``server_db``: the server's SQLite file, or the postgresql:// URL of the nodes' store.
+
     ``earlier_servers``: the databases of earlier epochs (the server lost its history and
     started over with the same accounts). Their messages were stored, acked and maybe shown;
     the clients dropped them with their replicas. Each old database is judged on its own
@@ -539,7 +585,7 @@ def check(
     one of them counts as stored; only the last server must match the final stores.
     """
     return judge(
-        read_server(server_db),
+        read_server_any(server_db),
         # Keyed by device (the user's name, or ``device`` for a second one): one store each.
         {c.name: read_store(c.store_path) for c in clients},
         clients,

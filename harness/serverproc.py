@@ -76,6 +76,7 @@ class _Pipe:
 class ServerProcess:
     """One ``tui-chat-server serve`` child process; see the module docstring.
 
+    ``store`` and ``bus`` make it a node of a multi-node service (``--store``, ``--bus``).
     ``port=0`` lets the first start pick a free port; every restart reuses the port the
     previous run reported. ``config`` is an optional ``server.toml``. ``extra_args`` are
     appended to the ``serve`` command line. Output of all runs is kept in ``stdout_lines``
@@ -93,8 +94,14 @@ class ServerProcess:
         start_timeout: float = 15.0,
         stop_timeout: float = 15.0,
         env: dict[str, str] | None = None,
+        store: str | None = None,
+        bus: str | None = None,
     ) -> None:
         self.db_path = Path(db_path)
+        # A node of a multi-node service: the PostgreSQL store (then db_path is unused) and
+        # the Redis bus between the nodes.
+        self.store = store
+        self.bus = bus
         self.host = host
         self.port = port
         self.config = config
@@ -137,7 +144,13 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         cmd = [sys.executable, "-m", "tui_chat.server.cli", "serve"]
-        cmd += ["--db", str(self.db_path), "--host", self.host, "--port", str(self.port)]
+        if self.store is not None:
+            cmd += ["--store", self.store]
+        else:
+            cmd += ["--db", str(self.db_path)]
+        if self.bus is not None:
+            cmd += ["--bus", self.bus]
+        cmd += ["--host", self.host, "--port", str(self.port)]
         if self.config is not None:
             cmd += ["--config", str(self.config)]
         return cmd + self.extra_args

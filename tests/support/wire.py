@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -49,17 +49,43 @@ F = TypeVar("F", bound=ServerFrame)
 # ---------------------------------------------------------------- accounts and database
 
 
-def make_users(db_path: Path, *names: str) -> dict[str, str]:
-    """Create ``names`` in the server database at ``db_path``; return name → token."""
-    conn, _epoch = db.open_db(db_path)
+# A server's store: the SQLite file, or the URL of a PostgreSQL store (``postgresql://``).
+StoreRef = Path | str
+
+
+def is_pg(store: StoreRef) -> bool:
+    return isinstance(store, str) and store.startswith("postgresql://")
+
+
+def open_store(store: StoreRef) -> sqlite3.Connection:
+    """An admin connection to the store: SQLite's, or PostgreSQL's speaking the same subset."""
+    if is_pg(store):
+        from tui_chat.server.nodes import open_store_conn
+
+        return cast(sqlite3.Connection, open_store_conn(str(store)))
+    conn, _epoch = db.open_db(Path(store))
+    return conn
+
+
+def make_users(db_path: StoreRef, *names: str) -> dict[str, str]:
+    """Create ``names`` in the server's store at ``db_path``; return name → token."""
+    conn = open_store(db_path)
     try:
         return {name: db.add_user(conn, name) for name in names}
     finally:
         conn.close()
 
 
-def db_rows(db_path: Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    """Run a read-only query straight against the server's SQLite file (WAL allows it live)."""
+def db_rows(db_path: StoreRef, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Run a read-only query straight against the server's store (SQLite's WAL allows it live;
+    on PostgreSQL the same SQLite-dialect statement is translated as the server's are)."""
+    if is_pg(db_path):
+        import psycopg
+
+        from tui_chat.server.pg.conn import translate
+
+        with psycopg.connect(str(db_path), autocommit=True) as pg:
+            return [tuple(r) for r in pg.execute(translate(sql), tuple(params) or None)]
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10)
     try:
         return [tuple(r) for r in conn.execute(sql, params).fetchall()]
@@ -76,7 +102,8 @@ class RunningServer:
 
     server: ChatServer
     url: str
-    db_path: Path
+    # The SQLite file, or the postgresql:// URL of its store (see StoreRef).
+    db_path: Any
     tokens: dict[str, str]
 
     @property

@@ -14,7 +14,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -82,6 +82,9 @@ from tui_chat.server.writer import (
     Writer,
 )
 
+if TYPE_CHECKING:
+    from tui_chat.server.pg.bus import Relay
+
 log = logging.getLogger(__name__)
 
 REPLAY_PAGE = 1000
@@ -93,6 +96,14 @@ MAX_PAGE_BYTES = 512 * 1024
 _page_encoder = msgspec.json.Encoder()
 T = TypeVar("T")
 GroupFrame = Create | Add | Remove | Leave | Rename
+
+
+class Readers(Protocol):
+    """Where reads run: threads with connections to the store (SQLite or PostgreSQL)."""
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    def close(self) -> None: ...
 
 
 class _Readers:
@@ -126,8 +137,21 @@ class _Readers:
 
 
 class ChatServer:
-    def __init__(self, db_path: Path, config: ServerConfig | None = None) -> None:
+    """One server process: with ``store`` (a postgresql:// URL) a node of a service whose
+    nodes share that store, and with ``bus`` (a redis:// URL) the notifications between them;
+    without, the embedded SQLite database at ``db_path``."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        config: ServerConfig | None = None,
+        *,
+        store: str | None = None,
+        bus: str | None = None,
+    ) -> None:
         self.db_path = db_path
+        self.store = store
+        self.bus = bus
         self.config = config or ServerConfig()
         self.epoch = ""
         self.port = 0
@@ -138,7 +162,8 @@ class ChatServer:
         self._cork = Cork()
         self._server: Server | None = None
         self._writer: Writer | None = None
-        self._readers: _Readers | None = None
+        self._readers: Readers | None = None
+        self._relay: Relay | None = None
         limits = self.config.limits
         self.login_throttle = LoginThrottle(limits.auth_failures, limits.auth_window)
         # The accounts version the open sessions were last checked against.
@@ -152,25 +177,30 @@ class ChatServer:
     async def start(
         self, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None
     ) -> None:
-        conn, self.epoch = db.open_db(self.db_path, synchronous=self.config.durability.synchronous)
-        conn.close()
         loop = asyncio.get_running_loop()
         dur = self.config.durability
-        self._writer = Writer(
-            self.db_path,
-            loop,
-            self._on_batch,
-            synchronous=dur.synchronous,
-            linger_s=dur.group_commit_ms / 1000,
-            max_batch=dur.max_batch,
-            group_limits=GroupLimits(
-                self.config.limits.max_group_members,
-                self.config.limits.max_title,
-                self.config.limits.max_groups_per_user,
-            ),
+        group_limits = GroupLimits(
+            self.config.limits.max_group_members,
+            self.config.limits.max_title,
+            self.config.limits.max_groups_per_user,
         )
+        if self.store is None:
+            conn, self.epoch = db.open_db(self.db_path, synchronous=dur.synchronous)
+            conn.close()
+            self._writer = Writer(
+                self.db_path,
+                loop,
+                self._on_batch,
+                synchronous=dur.synchronous,
+                linger_s=dur.group_commit_ms / 1000,
+                max_batch=dur.max_batch,
+                group_limits=group_limits,
+            )
+            self._readers = _Readers(self.db_path)
+        else:
+            await self._start_store(self.store, loop, group_limits)
+        assert self._writer is not None and self._readers is not None
         self._writer.start()
-        self._readers = _Readers(self.db_path)
         self._accounts_version = await self._readers.run(db.accounts_version)
         self._account_watch = loop.create_task(self._watch_accounts())
         ka = self.config.keepalive
@@ -186,6 +216,27 @@ class ChatServer:
             close_timeout=CLOSE_TIMEOUT,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _start_store(
+        self, url: str, loop: asyncio.AbstractEventLoop, group_limits: GroupLimits
+    ) -> None:
+        """A node on the PostgreSQL store (and the bus, if given)."""
+        from tui_chat.server.nodes import open_node
+
+        dur = self.config.durability
+        self.epoch, writer, readers, relay = await open_node(
+            url,
+            self.bus,
+            loop,
+            self._on_batch,
+            self._sessions,
+            self._fan_out_stored,
+            self._fan_out,
+            linger_s=dur.group_commit_ms / 1000,
+            max_batch=dur.max_batch,
+            group_limits=group_limits,
+        )
+        self._writer, self._readers, self._relay = writer, readers, relay
 
     @property
     def url(self) -> str:
@@ -215,6 +266,8 @@ class ChatServer:
         await self._server.wait_closed()
         if self._writer is not None:
             await self._writer.stop()
+        if self._relay is not None:
+            await self._relay.stop()
         if self._readers is not None:
             self._readers.close()
         self._server = None
@@ -233,7 +286,11 @@ class ChatServer:
     # ------------------------------------------------------------ connection
 
     async def _handle(self, ws: ServerConnection) -> None:
-        session = await self._authenticate(ws)
+        try:
+            session = await self._authenticate(ws)
+        except sqlite3.Error as exc:
+            await self._store_unavailable(ws, exc)
+            return
         if session is None:
             return
         try:
@@ -242,16 +299,28 @@ class ChatServer:
             await self._receive(session)
         except ConnectionClosed:
             pass
+        except sqlite3.Error as exc:
+            await self._store_unavailable(ws, exc)
         finally:
             self._unregister(session)
             await session.stop()
 
+    @staticmethod
+    async def _store_unavailable(ws: ServerConnection, exc: sqlite3.Error) -> None:
+        """A read failed (the store is away): the client comes back soon (1012) and resumes
+        from its cursors, rather than seeing an internal error (1011)."""
+        log.warning("closing a connection: the store is unavailable: %s", exc)
+        with contextlib.suppress(ConnectionClosed, OSError):
+            await close_within(ws, CloseCode.SERVICE_RESTART, "store unavailable", CLOSE_TIMEOUT)
+
     def _unregister(self, session: Session) -> None:
         group = self._sessions.get(session.account.id)
-        if group is not None:
+        if group is not None and session in group:
             group.discard(session)
             if not group:
                 del self._sessions[session.account.id]
+            if self._relay is not None:
+                self._relay.left(session)
 
     async def _authenticate(self, ws: ServerConnection) -> Session | None:
         limits = self.config.limits
@@ -386,6 +455,10 @@ class ChatServer:
             return db.conversations_of(c, account), visibility.groups_of(c, account)
 
         convs, groups = await self._readers.run(conversations)
+        if self._relay is not None:
+            # From here on the relay forwards to this session whatever is committed after
+            # the snapshot, from whichever node.
+            self._relay.replayed(session, {**convs, **groups})
         cursors: dict[str, int] = {}
         for conv, last_seq in itertools.chain(convs.items(), groups.items()):
             # For a group, last_seq is the last seq visible to this account: what a
@@ -653,7 +726,11 @@ class ChatServer:
                         )
                     )
                 )
-                if not outcome.duplicate:
+                if outcome.duplicate:
+                    pass
+                elif self._relay is not None:
+                    self._relay.local(outcome)
+                else:
                     self._fan_out_stored(outcome)
             elif isinstance(outcome, Tombstoned):
                 origin.push(encode(Cancelled(outcome.client_id)))
@@ -670,6 +747,8 @@ class ChatServer:
             elif isinstance(outcome, ReadStored):
                 data = encode(Receipt(outcome.conv, outcome.user, outcome.read_seq))
                 self._fan_out(set(outcome.members), data, None, 0)
+                if self._relay is not None:
+                    self._relay.local_receipt(outcome)
 
     def _fan_out_stored(self, outcome: Stored) -> None:
         """Encode the new event once and queue it for every connection of every member."""

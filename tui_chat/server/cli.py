@@ -11,12 +11,14 @@ import sqlite3
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 from tui_chat import __version__
 from tui_chat.configfile import ConfigError
 from tui_chat.server import config as server_config
 from tui_chat.server import db
 from tui_chat.server.app import ChatServer, load_tls
+from tui_chat.server.nodes import StartError, check_store_url, open_store_conn, redact
 
 
 def _add_db_arg(p: argparse.ArgumentParser) -> None:
@@ -25,6 +27,12 @@ def _add_db_arg(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help=f"SQLite database file (default: {server_config.default_db_path()})",
+    )
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="a PostgreSQL store shared by several nodes (postgresql://user@host:port/db),"
+        " instead of --db; needs tui-chat[server-pg]",
     )
 
 
@@ -43,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--certfile", help="TLS certificate (PEM) to serve wss://")
     serve.add_argument("--keyfile", help="TLS private key (PEM)")
     serve.add_argument("-v", "--verbose", action="store_true", help="log each connection")
+    serve.add_argument(
+        "--bus",
+        metavar="URL",
+        help="with --store: the Redis that carries notifications between nodes"
+        " (redis://host:port/0)",
+    )
 
     add = sub.add_parser("add-user", help="create a user and print its token once")
     add.add_argument("name")
@@ -55,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     rv = sub.add_parser("revoke-token", help="replace a user's token and print the new one")
     rv.add_argument("name")
     _add_db_arg(rv)
+    mg = sub.add_parser(
+        "migrate", help="copy an SQLite service (--from-db) into an empty store (--store)"
+    )
+    mg.add_argument("--from-db", type=Path, required=True, help="the SQLite database to copy")
+    mg.add_argument("--store", metavar="URL", required=True, help="the PostgreSQL store")
     return parser
 
 
@@ -63,12 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "migrate":
+            return _migrate(args)
         return _admin(args)
-    except (ConfigError, db.UserError) as exc:
+    except (ConfigError, db.UserError, StartError) as exc:
         print(f"tui-chat-server: {exc}", file=sys.stderr)
         return 2
     except sqlite3.DatabaseError as exc:
-        print(f"tui-chat-server: database {args.db}: {exc}", file=sys.stderr)
+        where = (
+            f"store {redact(args.store)}" if getattr(args, "store", None) else f"database {args.db}"
+        )
+        print(f"tui-chat-server: {where}: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader of our output went away (e.g. `| head`): nothing to report to.
@@ -84,12 +108,32 @@ def _db_path(arg: Path | None, cfg: server_config.ServerConfig | None = None) ->
     return server_config.default_db_path()
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    check_store_url(args.store)
+    open_store_conn(args.store).close()
+    from tui_chat.server.pg import schema
+
+    epoch, counts = schema.migrate_from_sqlite(args.from_db, args.store)
+    copied = ", ".join(f"{n} {table}" for table, n in counts.items())
+    print(f"copied {args.from_db} into {redact(args.store)} (epoch {epoch}): {copied}")
+    return 0
+
+
 def _admin(args: argparse.Namespace) -> int:
-    path = _db_path(args.db)
-    if args.command != "add-user" and not path.exists():
-        # A mistyped --db must not silently create an empty database.
-        raise db.UserError(f"no database at {path} (create it with: add-user NAME --db {path})")
-    conn, _ = db.open_db(path)
+    conn: sqlite3.Connection
+    if args.store is not None:
+        if args.db is not None:
+            raise StartError("--db and --store name two different stores: give one")
+        # Speaks the sqlite3 subset that the account functions use (see tui_chat.server.pg).
+        conn = cast(sqlite3.Connection, open_store_conn(args.store))
+        where = f"--store {redact(args.store)}"
+    else:
+        path = _db_path(args.db)
+        if args.command != "add-user" and not path.exists():
+            # A mistyped --db must not silently create an empty database.
+            raise db.UserError(f"no database at {path} (create it with: add-user NAME --db {path})")
+        conn, _ = db.open_db(path)
+        where = f"--db {path}"
     try:
         if args.command == "add-user":
             token = db.add_user(conn, args.name)
@@ -105,9 +149,7 @@ def _admin(args: argparse.Namespace) -> int:
         elif args.command == "list-users":
             users = db.list_users(conn)
             if not users:
-                print(
-                    f"no users in {path}; add one with: tui-chat-server add-user NAME --db {path}"
-                )
+                print(f"no users in {where}; add one with: tui-chat-server add-user NAME {where}")
             for u in users:
                 created = datetime.fromtimestamp(u.created_at / 1000, UTC)
                 print(f"{u.name}\t{created:%Y-%m-%d %H:%M:%S} UTC")
@@ -131,7 +173,11 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"tui-chat-server: cannot load TLS certificate {certfile}: {exc}", file=sys.stderr)
         return 2
-    server = ChatServer(_db_path(args.db, cfg), cfg)
+    if args.bus is not None and args.store is None:
+        raise StartError("--bus joins nodes that share a --store: give --store too")
+    if args.store is not None and args.db is not None:
+        raise StartError("--db and --store name two different stores: give one")
+    server = ChatServer(_db_path(args.db, cfg), cfg, store=args.store, bus=args.bus)
     return asyncio.run(_run(server, host, port, tls))
 
 
@@ -146,6 +192,10 @@ async def _run(server: ChatServer, host: str, port: int, tls: object) -> int:
         loop.add_signal_handler(sig, stopping.set)
     try:
         await server.start(host, port, tls if isinstance(tls, ssl.SSLContext) else None)
+    except StartError as exc:
+        print(f"tui-chat-server: {exc}", file=sys.stderr)
+        await server.stop()
+        return 2
     except OSError as exc:
         print(f"tui-chat-server: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -158,9 +208,12 @@ async def _run(server: ChatServer, host: str, port: int, tls: object) -> int:
     scheme = "wss" if tls else "ws"
     shown = f"[{host}]" if ":" in host else host
     # Tests and scripts read this line to learn the port when --port 0 is used.
+    where = f"store {redact(server.store)}" if server.store else f"db {server.db_path}"
+    if server.bus:
+        where += f", bus {server.bus}"
     print(
         f"tui-chat-server listening on {scheme}://{shown}:{server.port} "
-        f"(db {server.db_path}, epoch {server.epoch})",
+        f"({where}, epoch {server.epoch})",
         flush=True,
     )
     await stopping.wait()

@@ -235,9 +235,14 @@ class Writer:
 
     # ------------------------------------------------------------ thread side
 
-    def _run(self) -> None:
+    def _open(self) -> sqlite3.Connection:
+        """The writer's connection, with the writer's state loaded from what it holds."""
         conn = db.connect(self._path, synchronous=self._synchronous)
         self._load_conversations(conn)
+        return conn
+
+    def _run(self) -> None:
+        conn = self._open()
         stopping = False
         while not stopping:
             first = self._queue.get()
@@ -307,45 +312,68 @@ class Writer:
     def _commit(
         self, conn: sqlite3.Connection, batch: list[Request]
     ) -> list[tuple[Request, Outcome]]:
-        results: list[tuple[Request, Outcome]] = []
-        touched: dict[str, int] = {}
-        touched_groups: dict[str, int] = {}
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            self._refresh_accounts(conn)
-            # What this batch decided per (sender id, client_id): stored, or None = tombstone.
-            seen: dict[tuple[int, str], Stored | None] = {}
-            for req in batch:
-                if isinstance(req, SendRequest) and req.conv is None:
-                    results.append((req, self._store_send(conn, req, seen, touched)))
-                elif isinstance(req, SendRequest | GroupRequest):
-                    outcome = self._store_group(conn, req, seen, touched_groups)
-                    results.append((req, outcome))
-                elif isinstance(req, CancelRequest):
-                    results.append((req, self._store_cancel(conn, req, seen)))
-                else:
-                    results.append((req, self._store_read(conn, req)))
-            for conv, last in touched.items():
-                conn.execute("UPDATE conversations SET last_seq=? WHERE id=?", (last, conv))
-            for conv, last in touched_groups.items():
-                conn.execute("UPDATE groups SET last_seq=? WHERE id=?", (last, conv))
-            conn.execute("COMMIT")
+            results = self._transaction(conn, batch)
         except sqlite3.Error as exc:
             # Nothing in this batch is durable: no ack may go out for it.
             log.error("commit failed, batch of %d refused: %s", len(batch), exc)
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            self._convs.clear()
-            self._conv_members.clear()
-            self._accounts_version = -1
-            self._load_conversations(conn)
-            refused = Refused(ErrorCode.UNAVAILABLE, "the server could not store the message", True)
-            return [
-                (req, refused if isinstance(req, (*COMMANDS, CancelRequest)) else None)
-                for req in batch
-            ]
+            self._forget(conn)
+            return self._refused(batch)
+        self._count(results)
+        return results
+
+    def _count(self, results: list[tuple[Request, Outcome]]) -> None:
         self.batches += 1
         self.committed += sum(1 for _, o in results if isinstance(o, Stored) and not o.duplicate)
+
+    @staticmethod
+    def _refused(batch: list[Request]) -> list[tuple[Request, Outcome]]:
+        refused = Refused(ErrorCode.UNAVAILABLE, "the server could not store the message", True)
+        return [
+            (req, refused if isinstance(req, (*COMMANDS, CancelRequest)) else None) for req in batch
+        ]
+
+    def _forget(self, conn: sqlite3.Connection) -> None:
+        """After a rollback: the state is what is committed again."""
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        self._convs.clear()
+        self._conv_members.clear()
+        self._accounts_version = -1
+        self._load_conversations(conn)
+
+    def _prepare(self, conn: sqlite3.Connection, batch: list[Request]) -> None:
+        """Inside the batch's transaction, before any decision: nothing to do here, since
+        this writer's state is the committed state (a store shared by several writers
+        loads, under row locks, what the batch touches)."""
+
+    def _transaction(
+        self, conn: sqlite3.Connection, batch: list[Request]
+    ) -> list[tuple[Request, Outcome]]:
+        """Decide and store the batch in one transaction; raise if it is not committed."""
+        results: list[tuple[Request, Outcome]] = []
+        touched: dict[str, int] = {}
+        touched_groups: dict[str, int] = {}
+        conn.execute("BEGIN IMMEDIATE")
+        self._refresh_accounts(conn)
+        self._prepare(conn, batch)
+        # What this batch decided per (sender id, client_id): stored, or None = tombstone.
+        seen: dict[tuple[int, str], Stored | None] = {}
+        for req in batch:
+            if isinstance(req, SendRequest) and req.conv is None:
+                results.append((req, self._store_send(conn, req, seen, touched)))
+            elif isinstance(req, SendRequest | GroupRequest):
+                outcome = self._store_group(conn, req, seen, touched_groups)
+                results.append((req, outcome))
+            elif isinstance(req, CancelRequest):
+                results.append((req, self._store_cancel(conn, req, seen)))
+            else:
+                results.append((req, self._store_read(conn, req)))
+        for conv, last in touched.items():
+            conn.execute("UPDATE conversations SET last_seq=? WHERE id=?", (last, conv))
+        for conv, last in touched_groups.items():
+            conn.execute("UPDATE groups SET last_seq=? WHERE id=?", (last, conv))
+        conn.execute("COMMIT")
         return results
 
     def _registered(

@@ -22,7 +22,9 @@ from tests.support.wire import (
     connect_ws,
     db_rows,
     expect_closed,
+    is_pg,
     login,
+    open_store,
     recv_frame,
     recv_until,
     send_frame,
@@ -50,14 +52,15 @@ from tui_chat.server.app import ChatServer
 CLOSE_WITHIN = 1.5
 
 
-async def admin(db_path: Path, *args: str) -> list[str]:
-    """Run ``tui-chat-server ARGS --db DB`` as its own process; return its stdout lines."""
+async def admin(db_path: Path | str, *args: str) -> list[str]:
+    """Run ``tui-chat-server ARGS --db DB`` (``--store URL`` for a PostgreSQL store) as its
+    own process; return its stdout lines."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "tui_chat.server.cli",
         *args,
-        "--db",
+        "--store" if is_pg(db_path) else "--db",
         str(db_path),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -177,7 +180,7 @@ async def test_a_removed_account_cannot_send_even_before_its_session_is_closed(
     the removal committed is not stored and not acked; the session is closed at once."""
     url, tokens = chat_server.url, chat_server.tokens
     bob, *_ = await login(url, "bob", tokens["bob"])
-    conn, _ = db.open_db(chat_server.db_path)
+    conn = open_store(chat_server.db_path)
     try:
         db.remove_user(conn, "bob")
     finally:

@@ -12,6 +12,7 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
 from websockets.asyncio.client import ClientConnection
 
 from harness.serverproc import ServerProcess
@@ -700,6 +701,7 @@ async def test_a_client_that_never_uses_groups_sees_nothing_new(
         await alice.close()
 
 
+@pytest.mark.sqlite_only
 async def test_a_failed_commit_leaves_no_trace_in_the_writers_membership(
     chat_server_factory: ServerFactory,
 ) -> None:
