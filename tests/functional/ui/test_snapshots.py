@@ -268,7 +268,8 @@ def test_help_screen(snap_compare: SnapCompare, seed: Seed) -> None:
 
 
 def test_group(snap_compare: SnapCompare, seed: Seed) -> None:
-    """A group: coloured sender names, membership lines, a mention, the member panel."""
+    """A group: coloured sender names, membership lines, a mention, the member panel, a day
+    separator, and "read by 2" on the selected own message."""
     two_conversations(seed)
     K = MessageKind
     seed.group(
@@ -285,11 +286,19 @@ def test_group(snap_compare: SnapCompare, seed: Seed) -> None:
         ],
         start=120,
     )  # fmt: skip
+    # Receipts from the server: ada and grace have read up to "Yes, I have it." (seq 4).
+    for reader in ("ada", "grace"):
+        seed.store.set_read_from_server("g-trip", reader, 4)
+    seed.store.commit()
     app = ChatApp(seed.build(ONLINE), run_engine=False)
 
     async def open_group(pilot: Pilot[int]) -> None:
         await steady(pilot)
         await pilot.press("alt+3")  # grace, ada, then the group: first contact first
+        await steady(pilot)
+        # Select the own message: its header says who has read it.
+        await pilot.press("up", "up", "up", "up")
+        await steady(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=open_group)
 
