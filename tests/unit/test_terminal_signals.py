@@ -15,13 +15,13 @@ def test_safe_text_holds_no_control_character_and_is_bounded() -> None:
 def test_notifications_are_off_by_default_and_each_style_is_one_sequence() -> None:
     out: list[str] = []
     off = TerminalSignals(out.append)
-    assert not off.desktop_notify("bob", "hi") and out == []
+    assert not off.desktop_alert("bob", "hi") and out == []
     osc9 = TerminalSignals(out.append, "osc9")
-    assert osc9.desktop_notify("bob", "hi; you")
+    assert osc9.desktop_alert("bob", "hi; you")
     assert out == ["\x1b]9;bob: hi; you\x07"]
     out.clear()
     osc777 = TerminalSignals(out.append, "osc777")
-    osc777.desktop_notify("a;b", "c;d")
+    osc777.desktop_alert("a;b", "c;d")
     assert out == ["\x1b]777;notify;a,b;c,d\x07"]
 
 

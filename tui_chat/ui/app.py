@@ -321,7 +321,7 @@ class ChatApp(App[int]):
         if away and (direct or msg.mentions_me):
             where = msg.sender if direct else f"{msg.sender} in {self._label(msg.peer)}"
             what = msg.body if msg.kind == "text" else "(a group event)"
-            self.signals.desktop_notify(where, what)
+            self.signals.desktop_alert(where, what)
 
     async def on_unmount(self) -> None:
         self._save_draft()
@@ -1062,8 +1062,7 @@ class ChatApp(App[int]):
         elif summary.peer == self.peer:
             self._set_title()  # a group's title, members or membership may have changed
             if summary.peer_read_seq != self.view.peer_read_seq or summary.kind is ConvKind.GROUP:
-                self.view.peer_read_seq = summary.peer_read_seq  # receipts: ✓✓, read by n
-                self.view.refresh()
+                self.view.receipts_changed(summary.peer_read_seq)  # ✓✓, read by n
 
     @on(ev.ConversationReplaced)
     @while_shown

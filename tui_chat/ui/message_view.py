@@ -133,6 +133,7 @@ class MessageView(ScrollView, can_focus=True):
         # in a group, who has read a message, asked for the selected one only.
         self.peer_read_seq = 0
         self.readers: Callable[[ChatMessage], list[str]] | None = None
+        self._read_by: dict[Key, list[str]] = {}
         # Lines per message at the current width, and whether a day separator is above it
         # (selection and styles do not change it; the separator's words do not either).
         self._height_of: dict[tuple[ChatMessage, bool], int] = {}
@@ -167,6 +168,7 @@ class MessageView(ScrollView, can_focus=True):
         ``complete_below=False``) a window in the past with ``select`` selected."""
         self.items = list(messages)
         self._index = {}
+        self._read_by.clear()
         self._height_of.clear()  # bounded by what is shown; the strip cache still helps
         self.complete = complete
         self.complete_below = complete_below
@@ -323,10 +325,20 @@ class MessageView(ScrollView, can_focus=True):
             return msg.own and msg.seq <= self.peer_read_seq, None
         if not selected or self.readers is None:
             return False, None
-        others = [u for u in self.readers(msg) if u != msg.sender]
+        # Asked once per message until the receipts change (render_line comes per line and
+        # per frame; see receipts_changed).
+        others = self._read_by.get(msg.key)
+        if others is None:
+            others = self._read_by[msg.key] = [u for u in self.readers(msg) if u != msg.sender]
         if not others:
             return False, "read by nobody yet" if msg.own else None
         return False, f"read by {len(others)} · w: who"
+
+    def receipts_changed(self, peer_read_seq: int) -> None:
+        """New receipts for the open conversation: ✓✓ and "read by n" are drawn again."""
+        self.peer_read_seq = peer_read_seq
+        self._read_by.clear()
+        self.refresh()
 
     def _day_of(self, msg: ChatMessage) -> tuple[int, int]:
         day = self._day.get(msg)

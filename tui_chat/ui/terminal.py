@@ -64,7 +64,7 @@ class TerminalSignals:
             self.title = title
             self._out(f"\x1b]2;{title}\x07")
 
-    def desktop_notify(self, title: str, body: str) -> bool:
+    def desktop_alert(self, title: str, body: str) -> bool:
         """A desktop notification, if the user asked for them; True if one was written."""
         if self.notify_style == "off":
             return False
